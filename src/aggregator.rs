@@ -1,0 +1,397 @@
+//! The aggregator: the one owner of metric state. It turns slot events into
+//! per-trace records, the workload token curve and failure counts, renders the
+//! progress line, and produces the [`Summary`] at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::{Event, RequestRecord, TraceEnd};
+use crate::metrics::{self, CurvePoint, Stats};
+use crate::summary::{ArrivalStats, FailureCount, PerTrace, Summary, TraceRecord};
+use crate::workload::Workload;
+
+/// Example messages kept per failure kind.
+const EXAMPLES: usize = 3;
+
+struct Active {
+    template: usize,
+    slot: usize,
+    start: Duration,
+    requests: Vec<RequestRecord>,
+}
+
+/// One increment of the token curve.
+#[derive(Clone, Copy)]
+struct Step {
+    t_s: f64,
+    prompt: u64,
+    cached: u64,
+    completion: u64,
+}
+
+/// Metric state of a run.
+pub struct Aggregator {
+    workload: Arc<Workload>,
+    active: HashMap<u64, Active>,
+    completed: Vec<TraceRecord>,
+    failed: u64,
+    cancelled: u64,
+    started: u64,
+    failures: BTreeMap<String, FailureCount>,
+    steps: Vec<Step>,
+    http_requests: u64,
+    mismatches: u64,
+    no_usage: u64,
+    no_cached: u64,
+    lateness_s: Vec<f64>,
+    waited: u64,
+}
+
+impl Aggregator {
+    /// Empty state for a run of `workload`.
+    pub fn new(workload: Arc<Workload>) -> Aggregator {
+        Aggregator {
+            workload,
+            active: HashMap::new(),
+            completed: Vec::new(),
+            failed: 0,
+            cancelled: 0,
+            started: 0,
+            failures: BTreeMap::new(),
+            steps: Vec::new(),
+            http_requests: 0,
+            mismatches: 0,
+            no_usage: 0,
+            no_cached: 0,
+            lateness_s: Vec::new(),
+            waited: 0,
+        }
+    }
+
+    /// Apply one event.
+    pub fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::TraceStarted {
+                seq,
+                template,
+                slot,
+                at,
+                late,
+            } => {
+                self.started += 1;
+                if let Some(l) = late {
+                    self.lateness_s.push(l.as_secs_f64());
+                }
+                self.active.insert(
+                    seq,
+                    Active {
+                        template,
+                        slot,
+                        start: at,
+                        requests: Vec::new(),
+                    },
+                );
+            }
+            Event::Request(r) => self.request(r),
+            Event::Retry { kind, message } => {
+                let f = self.failures.entry(kind.name()).or_default();
+                f.retried_attempts += 1;
+                if f.examples.len() < EXAMPLES {
+                    f.examples.push(message);
+                }
+            }
+            Event::TraceEnded { seq, at, end } => {
+                let Some(active) = self.active.remove(&seq) else {
+                    return;
+                };
+                match end {
+                    TraceEnd::Completed => {
+                        let rec = trace_record(seq, &active, at);
+                        self.completed.push(rec);
+                    }
+                    TraceEnd::Failed { kind, message } => {
+                        self.failed += 1;
+                        let f = self.failures.entry(kind.name()).or_default();
+                        f.traces += 1;
+                        if f.examples.len() < EXAMPLES {
+                            f.examples.push(message);
+                        }
+                    }
+                    TraceEnd::Cancelled => self.cancelled += 1,
+                }
+            }
+            Event::WaitedForLimit => self.waited += 1,
+        }
+    }
+
+    fn request(&mut self, r: RequestRecord) {
+        self.http_requests += 1;
+        match r.usage {
+            None => self.no_usage += 1,
+            Some(u) => {
+                if u.cached_tokens.is_none() {
+                    self.no_cached += 1;
+                }
+                if u.prompt_tokens != r.expected_prompt_tokens {
+                    self.mismatches += 1;
+                    log::debug!(
+                        "trace {} turn {}: server counted {} prompt tokens, trie sent {}",
+                        r.seq,
+                        r.turn,
+                        u.prompt_tokens,
+                        r.expected_prompt_tokens
+                    );
+                }
+            }
+        }
+        // Workload accounting (SPEC §5): from the template, not the server.
+        let tt = self.workload.traces[r.template].turn_tokens(r.turn);
+        self.steps.push(Step {
+            t_s: (r.start + r.latency).as_secs_f64(),
+            prompt: tt.new_prompt + tt.cached_prompt,
+            cached: tt.cached_prompt,
+            completion: tt.completion,
+        });
+        if let Some(a) = self.active.get_mut(&r.seq) {
+            a.requests.push(r);
+        }
+    }
+
+    /// The cumulative token curve, in time order.
+    pub fn curve(&self) -> Vec<CurvePoint> {
+        let mut steps = self.steps.clone();
+        steps.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let mut acc = CurvePoint::default();
+        steps
+            .iter()
+            .map(|s| {
+                acc.t_s = s.t_s;
+                acc.prompt += s.prompt;
+                acc.cached += s.cached;
+                acc.uncached += s.prompt - s.cached;
+                acc.completion += s.completion;
+                acc
+            })
+            .collect()
+    }
+
+    /// Completed traces so far.
+    pub fn completed(&self) -> usize {
+        self.completed.len()
+    }
+
+    /// The live progress text at `elapsed` of `duration`.
+    pub fn progress(&self, elapsed: Duration, duration: Duration) -> String {
+        let curve = self.curve();
+        let e = elapsed.as_secs_f64();
+        let overall = metrics::overall(&curve, e);
+        let last = metrics::last_window(&curve, 30.0);
+        format!(
+            "{:.0}/{:.0}s completed={} failed={} in_flight={} trace/s={:.2} prompt_tok/s={:.0} completion_tok/s={:.1} last_30s_completion_tok/s={:.1}",
+            e.min(duration.as_secs_f64()),
+            duration.as_secs_f64(),
+            self.completed.len(),
+            self.failed,
+            self.active.len(),
+            if e > 0.0 {
+                self.completed.len() as f64 / e
+            } else {
+                0.0
+            },
+            overall.prompt_tok_per_s,
+            overall.completion_tok_per_s,
+            last.completion_tok_per_s,
+        )
+    }
+
+    /// The summary; `summary` carries the run's description, filled in here
+    /// with every measured figure.
+    pub fn finish(mut self, mut summary: Summary, wall: Duration) -> Summary {
+        let wall_s = wall.as_secs_f64();
+        // Traces still active never ended (cannot happen once slots are joined).
+        self.cancelled += self.active.len() as u64;
+        let curve = self.curve();
+        let t = &self.completed;
+        let col = |f: &dyn Fn(&TraceRecord) -> Option<f64>| Stats::of(t.iter().filter_map(f));
+        summary.per_trace = PerTrace {
+            latency_s: col(&|r| Some(r.latency_s)),
+            ttft_s: col(&|r| r.ttft_s),
+            ttfat_s: col(&|r| r.ttfat_s),
+            decode_tps: col(&|r| r.decode_tps),
+            decode_tpot_ms: col(&|r| r.decode_tpot_ms),
+            itl_ms: col(&|r| r.itl_ms),
+            cache_hit_rate_pct: col(&|r| Some(r.cache_hit_rate_pct)),
+            eligible_cache_hit_rate_pct: col(&|r| Some(r.eligible_cache_hit_rate_pct)),
+            output_tokens_per_turn: col(&|r| {
+                Some(
+                    r.output_tokens_per_trace as f64 / r.output_tokens_per_turn.len().max(1) as f64,
+                )
+            }),
+            output_tokens_per_trace: col(&|r| Some(r.output_tokens_per_trace as f64)),
+        };
+        summary.completed_requests = t.len() as u64;
+        summary.failed_requests = self.failed;
+        summary.cancelled_traces = self.cancelled;
+        summary.started_traces = self.started;
+        summary.http_requests = self.http_requests;
+        summary.prompt_token_mismatches = self.mismatches;
+        summary.requests_without_usage = self.no_usage;
+        summary.requests_without_cached_tokens = self.no_cached;
+        summary.wall_time_s = wall_s;
+        summary.trace_per_s = if wall_s > 0.0 {
+            t.len() as f64 / wall_s
+        } else {
+            0.0
+        };
+        summary.overall = metrics::overall(&curve, wall_s);
+        summary.last_30s_window = metrics::last_window(&curve, 30.0);
+        summary.steady_state = metrics::steady_state(&curve);
+        summary.steady_state_per_gpu = summary.num_gpus.map(|n| summary.steady_state.per(n as f64));
+        if summary.arrival_rate.is_some() {
+            self.lateness_s.sort_by(f64::total_cmp);
+            summary.arrival = Some(ArrivalStats {
+                late_s_p50: metrics::percentile(&self.lateness_s, 50.0).max(0.0),
+                late_s_p99: metrics::percentile(&self.lateness_s, 99.0).max(0.0),
+                waited_for_limit: self.waited,
+            });
+        }
+        summary.failures = self.failures;
+        self.completed.sort_by_key(|r| r.seq);
+        summary.traces = self.completed;
+        summary.curve = curve;
+        summary
+    }
+}
+
+/// Per-trace figures (SPEC §5) from its requests, in turn order.
+fn trace_record(seq: u64, a: &Active, end: Duration) -> TraceRecord {
+    let reqs = &a.requests;
+    let secs = |d: Duration| d.as_secs_f64();
+    let first = reqs.first();
+    let last = reqs.last();
+    let streaming = first.is_some_and(|r| r.ttft.is_some());
+    let decode_tps = streaming
+        .then(|| reqs.iter().map(RequestRecord::decode_tps).sum::<f64>() / reqs.len() as f64);
+    let (itl_sum, itl_n) = reqs.iter().fold((Duration::ZERO, 0), |(s, n), r| {
+        (s + r.itl_sum, n + r.itl_count)
+    });
+    let prompt: u64 = reqs.iter().map(RequestRecord::prompt_tokens).sum();
+    let cached: u64 = reqs.iter().map(RequestRecord::cached_tokens).sum();
+    let eligible: u64 = reqs
+        .windows(2)
+        .map(|w| w[0].prompt_tokens() + w[0].completion_tokens())
+        .sum();
+    let pct = |num: u64, den: u64| {
+        if den > 0 {
+            100.0 * num as f64 / den as f64
+        } else {
+            0.0
+        }
+    };
+    let out: Vec<u64> = reqs.iter().map(RequestRecord::completion_tokens).collect();
+    TraceRecord {
+        seq,
+        template: a.template,
+        slot: a.slot,
+        start_s: secs(a.start),
+        latency_s: secs(end.saturating_sub(a.start)),
+        ttft_s: first.and_then(|r| r.ttft).map(secs),
+        ttfat_s: last.and_then(|r| r.ttft.map(|t| secs(r.start + t) - secs(a.start))),
+        decode_tps,
+        decode_tpot_ms: decode_tps.map(|d| if d > 0.0 { 1000.0 / d } else { 0.0 }),
+        itl_ms: streaming.then(|| {
+            if itl_n > 0 {
+                1000.0 * secs(itl_sum) / itl_n as f64
+            } else {
+                0.0
+            }
+        }),
+        cache_hit_rate_pct: pct(cached, prompt),
+        eligible_cache_hit_rate_pct: pct(cached, eligible),
+        output_tokens_per_trace: out.iter().sum(),
+        output_tokens_per_turn: out,
+        retries: reqs.iter().map(|r| r.retries).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::Usage;
+    use crate::workload::parse;
+
+    fn req(
+        turn: usize,
+        start_ms: u64,
+        ttft_ms: u64,
+        lat_ms: u64,
+        prompt: u64,
+        cached: u64,
+        completion: u64,
+    ) -> RequestRecord {
+        RequestRecord {
+            seq: 7,
+            template: 0,
+            slot: 0,
+            turn,
+            start: Duration::from_millis(start_ms),
+            ttft: Some(Duration::from_millis(ttft_ms)),
+            latency: Duration::from_millis(lat_ms),
+            max_tokens: completion,
+            usage: Some(Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                cached_tokens: Some(cached),
+            }),
+            expected_prompt_tokens: prompt,
+            itl_sum: Duration::from_millis(lat_ms - ttft_ms),
+            itl_count: completion - 1,
+            retries: 0,
+            timings: None,
+        }
+    }
+
+    #[test]
+    fn per_trace_figures_follow_spec() {
+        let wl = parse("w", r#"{"num_turns":1,"input_prompt_length":100,"assistant_response_length":[11],"tool_call_output_length":[20],"tool_call_latency":[0.5],"final_assistant_response_length":21}"#).unwrap();
+        let mut agg = Aggregator::new(Arc::new(Workload {
+            path: "w".into(),
+            content_hash: String::new(),
+            traces: wl,
+        }));
+        agg.handle(Event::TraceStarted {
+            seq: 7,
+            template: 0,
+            slot: 3,
+            at: Duration::from_millis(1000),
+            late: None,
+        });
+        agg.handle(Event::Request(req(0, 1000, 100, 1100, 100, 0, 11)));
+        agg.handle(Event::Request(req(1, 2600, 50, 2050, 131, 96, 21)));
+        agg.handle(Event::TraceEnded {
+            seq: 7,
+            at: Duration::from_millis(4650),
+            end: TraceEnd::Completed,
+        });
+        let s = agg.finish(Summary::default(), Duration::from_secs(10));
+        let r = &s.traces[0];
+        assert_eq!(r.latency_s, 3.65);
+        assert_eq!(r.ttft_s, Some(0.1));
+        assert!((r.ttfat_s.unwrap() - 1.65).abs() < 1e-9);
+        // decode: 10 tok / 1.0 s and 20 tok / 2.0 s
+        assert_eq!(r.decode_tps, Some(10.0));
+        assert_eq!(r.decode_tpot_ms, Some(100.0));
+        assert!((r.cache_hit_rate_pct - 100.0 * 96.0 / 231.0).abs() < 1e-9);
+        assert!((r.eligible_cache_hit_rate_pct - 100.0 * 96.0 / 111.0).abs() < 1e-9);
+        assert_eq!(r.output_tokens_per_turn, vec![11, 21]);
+        // curve: turn 0 adds 100 new prompt; turn 1 adds 20 new + 111 cached.
+        let last = s.curve.last().unwrap();
+        assert_eq!(
+            (last.prompt, last.cached, last.uncached, last.completion),
+            (231, 111, 120, 32)
+        );
+        assert_eq!(s.completed_requests, 1);
+        assert_eq!(s.trace_per_s, 0.1);
+    }
+}

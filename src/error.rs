@@ -1,0 +1,50 @@
+//! The one error type of the crate and its mapping to exit codes.
+//!
+//! A bad flag, workload row, file or URL is a [`Error::Usage`] (exit 2, nothing
+//! sent to the server); a run that cannot proceed (unreachable endpoint, failed
+//! preflight) is a [`Error::Run`] (exit 1). Failed *requests* are not errors at
+//! all: they are data, counted by kind in the summary.
+
+use std::fmt;
+
+/// What stopped trie before or instead of a benchmark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Bad input from the user: flags, workload, tokenizer, URL. Exit code 2.
+    Usage(String),
+    /// The run could not start or finish (endpoint unreachable, I/O). Exit code 1.
+    Run(String),
+}
+
+impl Error {
+    /// The process exit code this error maps to.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Run(_) => 1,
+        }
+    }
+
+    /// Shorthand for a usage error.
+    pub fn usage(msg: impl Into<String>) -> Error {
+        Error::Usage(msg.into())
+    }
+
+    /// Shorthand for a run error.
+    pub fn run(msg: impl Into<String>) -> Error {
+        Error::Run(msg.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(m) | Error::Run(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,120 @@
+//! The small plain messages slots send to the aggregator. Only the aggregator
+//! turns them into metrics; slots never touch shared metric state.
+
+use std::time::Duration;
+
+use crate::client::FailureKind;
+use crate::sse::{ServerTimings, Usage};
+
+/// One finished request of a trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestRecord {
+    /// Trace sequence number (the order traces were started in).
+    pub seq: u64,
+    /// Index of the trace template in the workload.
+    pub template: usize,
+    /// Slot (worker thread) that ran it.
+    pub slot: usize,
+    /// Request index in the trace (`num_turns` is the final request).
+    pub turn: usize,
+    /// When it was sent, since the run started.
+    pub start: Duration,
+    /// First choice chunk, since it was sent (streaming only).
+    pub ttft: Option<Duration>,
+    /// Last byte, since it was sent.
+    pub latency: Duration,
+    /// `max_tokens` it asked for.
+    pub max_tokens: u64,
+    /// Usage the server reported (`None`: the server sent none).
+    pub usage: Option<Usage>,
+    /// Prompt tokens trie meant to send (BOS included).
+    pub expected_prompt_tokens: u64,
+    /// Sum of observed inter-token intervals and their number.
+    pub itl_sum: Duration,
+    /// Number of observed inter-token intervals.
+    pub itl_count: u64,
+    /// Attempts that failed before this one succeeded.
+    pub retries: u32,
+    /// llama.cpp timings, when the server sent them.
+    pub timings: Option<ServerTimings>,
+}
+
+impl RequestRecord {
+    /// Completion tokens: the server's count, else `max_tokens`.
+    pub fn completion_tokens(&self) -> u64 {
+        self.usage
+            .map(|u| u.completion_tokens)
+            .unwrap_or(self.max_tokens)
+    }
+
+    /// Prompt tokens: the server's count, else what trie meant to send.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.usage
+            .map(|u| u.prompt_tokens)
+            .unwrap_or(self.expected_prompt_tokens)
+    }
+
+    /// Cached prompt tokens the server reported (0 when absent).
+    pub fn cached_tokens(&self) -> u64 {
+        self.usage.and_then(|u| u.cached_tokens).unwrap_or(0)
+    }
+
+    /// Decode tokens/s: (completion − 1) / (latency − TTFT), 0 when undefined.
+    pub fn decode_tps(&self) -> f64 {
+        crate::metrics::decode_tps(self.completion_tokens(), self.latency, self.ttft)
+    }
+}
+
+/// How a trace ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TraceEnd {
+    /// Every request succeeded.
+    Completed,
+    /// A request failed for good.
+    Failed {
+        /// The last failure's kind.
+        kind: FailureKind,
+        /// Its message.
+        message: String,
+    },
+    /// Stopped by the deadline or Ctrl+C.
+    Cancelled,
+}
+
+/// A message from a slot (or the feeder) to the aggregator.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A trace's first request is about to be sent.
+    TraceStarted {
+        /// Trace sequence number.
+        seq: u64,
+        /// Template index.
+        template: usize,
+        /// Slot running it.
+        slot: usize,
+        /// Since the run started.
+        at: Duration,
+        /// Open loop: how late the start was versus its schedule.
+        late: Option<Duration>,
+    },
+    /// A request succeeded.
+    Request(RequestRecord),
+    /// A request attempt failed and will be retried.
+    Retry {
+        /// Why.
+        kind: FailureKind,
+        /// Detail.
+        message: String,
+    },
+    /// A trace ended.
+    TraceEnded {
+        /// Trace sequence number.
+        seq: u64,
+        /// Since the run started.
+        at: Duration,
+        /// How.
+        end: TraceEnd,
+    },
+    /// Open loop: an arrival found every in-flight place taken and waited.
+    WaitedForLimit,
+}

@@ -1,0 +1,99 @@
+//! trie — trace replay inference evaluation.
+//!
+//! trie replays agentic traces (token-length templates in JSONL: a prompt, then
+//! turns of model answer + tool output over a growing context) against an
+//! OpenAI-compatible `/v1/completions` endpoint, with synthetic text of exactly
+//! the right token counts, and measures per-trace latency, TTFT, time to first
+//! answer token, decode speed, inter-token latency, cache hit rates and workload
+//! token throughput.
+//!
+//! # Example
+//!
+//! The Rust counterpart of the Python version's `Client(...).sync_run(...)`:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! let summary = trie::Config::new("data/agentic.jsonl", "http://localhost:8000/v1")?
+//!     .model("deepseek-ai/DeepSeek-V3")
+//!     .concurrency(8)
+//!     .duration(Duration::from_secs(180))
+//!     .num_gpus(4)
+//!     .run()?;
+//! println!("{}", trie::report::tables(&summary));
+//! println!("steady-state completion tok/s: {:.1}", summary.steady_state.completion_tok_per_s);
+//! # Ok::<(), trie::Error>(())
+//! ```
+//!
+//! # Bird's-eye view
+//!
+//! ```text
+//! feeder ──Job{seq, template}──▶ crossbeam channel ──▶ slot 1..N (OS threads, blocking ureq, SSE)
+//!                                                         │  Event (timestamps, usage, failures)
+//!                                                         ▼
+//!                                                   aggregator thread (owns all metrics state)
+//!                                                         │ at the deadline / on Ctrl+C
+//!                                                         ▼
+//!                                                   Summary ──▶ tables · key=value line
+//! ```
+//!
+//! Before the clock starts, [`run::run`] validates everything that can be wrong
+//! with the input (flags, workload rows, tokenizer) so that nothing is sent to
+//! a server on bad input. Then one thread per slot takes jobs from the feeder,
+//! builds all synthetic text of its trace, and runs the trace turn by turn. At
+//! the deadline the feeder stops, the shared ureq agent is shut down (which
+//! interrupts every blocked read at once) and the clock stops when every slot
+//! has returned.
+//!
+//! # Codemap
+//!
+//! - [`cli`] — flags and `key=value` words → [`Config`] / [`sim::SimConfig`].
+//! - [`config`] — the validated run configuration, also the builder API.
+//! - [`workload`] — JSONL loading and validation, dataset aliases.
+//! - [`tokenizer`], [`hub`] — tokenizer resolution (file, dir, Hub cache, download).
+//! - [`prompt`] — exact synthetic text: words that are one token each.
+//! - [`client`] — the ureq agent and one request, streamed line by line.
+//! - [`sse`] — pure parsing of SSE lines and completion chunks.
+//! - [`slot`] — a worker thread running traces; request bodies; context counts.
+//! - [`event`] — the messages slots send.
+//! - [`aggregator`] — the one owner of metric state.
+//! - [`metrics`] — pure math: percentiles, slopes, decode speed, ITL.
+//! - [`summary`] — the one result type; [`report`] renders it.
+//! - [`run`] — one benchmark from start to summary.
+//! - [`sim`] — the simulated engine (`trie sim`).
+//!
+//! # Invariants
+//!
+//! - No async runtime; every thread is joined (slots and feeder in one
+//!   `std::thread::scope`, the aggregator before [`run::run`] returns).
+//! - Only the aggregator mutates metrics; slots send plain [`event::Event`]s.
+//!   There is no lock on the token path.
+//! - The timed path holds only I/O: the timestamp of a line is taken as soon as
+//!   it is read, before parsing; no tokenizer call happens between a request's
+//!   start and its end (replies are counted after, while the tool "runs").
+//! - Synthetic text is a pure function of (seed, trace sequence number,
+//!   segment) and re-tokenizes to exactly the requested count.
+//! - A failed request is data (counted by kind), never an error of the run.
+//! - The API key appears only in the `Authorization` header.
+
+pub mod aggregator;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod hub;
+pub mod metrics;
+pub mod prompt;
+pub mod report;
+pub mod run;
+pub mod sim;
+pub mod slot;
+pub mod sse;
+pub mod summary;
+pub mod tokenizer;
+pub mod workload;
+
+pub use config::{Arrival, Config, Endpoint, LoadModel};
+pub use error::{Error, Result};
+pub use summary::Summary;

@@ -1,0 +1,87 @@
+//! The `trie` binary: logger, parse, run, exit code. Everything else lives in
+//! the library crate.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use trie::cli::{self, Command};
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|f, record| {
+            writeln!(
+                f,
+                "[{:<9}] {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
+        })
+        .init();
+    std::process::exit(match cli::parse(std::env::args_os().skip(1).collect()) {
+        Ok((cmd, progress)) => execute(cmd, progress),
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    });
+}
+
+/// A channel that receives on the first Ctrl+C / SIGTERM; a second one exits at once.
+fn interrupts() -> crossbeam_channel::Receiver<()> {
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let _ = ctrlc::set_handler(move || {
+        if SEEN.fetch_add(1, Ordering::SeqCst) > 0 {
+            std::process::exit(130);
+        }
+        let _ = tx.try_send(());
+    });
+    rx
+}
+
+fn execute(cmd: Command, progress: bool) -> i32 {
+    match cmd {
+        Command::Print(text) => {
+            print!("{text}");
+            0
+        }
+        Command::Sim(config) => {
+            let stop = interrupts();
+            match trie::sim::Sim::start(*config) {
+                Ok(sim) => {
+                    println!("listening on {}", sim.url());
+                    let _ = std::io::stdout().flush();
+                    let _ = stop.recv();
+                    sim.stop();
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    e.exit_code()
+                }
+            }
+        }
+        Command::Run(config) => {
+            let hooks = trie::run::Hooks {
+                interrupt: Some(interrupts()),
+                progress,
+            };
+            match trie::run::run(&config, &hooks) {
+                Ok(summary) => {
+                    println!("{}", trie::report::tables(&summary));
+                    if summary.interrupted {
+                        130
+                    } else if summary.completed_requests == 0 {
+                        1
+                    } else {
+                        0
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    e.exit_code()
+                }
+            }
+        }
+    }
+}

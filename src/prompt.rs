@@ -1,0 +1,181 @@
+//! Synthetic text of an exact token count, as a pure function of
+//! (seed, trace sequence number, segment).
+//!
+//! At load we pick the *words* of the tokenizer: vocabulary entries whose text is
+//! a space followed by 2–11 ASCII lowercase letters, that encode back to exactly
+//! themselves alone and after another word. Byte-level BPE pre-tokenizers (GPT-2,
+//! Llama 3, DeepSeek, Qwen) always split before " letters", so any concatenation
+//! of words encodes to one token per word. [`Synth::new`] proves that property on
+//! random texts behind awkward prefixes and refuses a tokenizer that breaks it,
+//! so every segment re-tokenizes to exactly the requested count, and generation
+//! is a random index plus a memcpy per token (no tokenizer call).
+
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+
+/// SplitMix64: tiny, fast, and good enough to pick words.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator whose stream depends only on `key`.
+    pub fn new(key: u64) -> Rng {
+        Rng(key)
+    }
+
+    /// Next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    #[inline]
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The SplitMix64 finalizer: a good 64-bit mixing function.
+#[inline]
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The key of one synthetic segment: segment 0 is a trace's first prompt,
+/// segment `i + 1` the output of its tool call `i`.
+pub fn segment_key(seed: u64, trace_seq: u64, segment: u32) -> u64 {
+    mix(mix(seed ^ 0x7472_6965_0000_0001)
+        ^ mix(trace_seq.wrapping_add(0x5151))
+        ^ (segment as u64) << 1)
+}
+
+/// The word list of one tokenizer and the generator over it.
+pub struct Synth {
+    bytes: Vec<u8>,
+    /// Start offset of word i is `starts[i]`, end is `starts[i + 1]`.
+    starts: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+/// Prefixes a synthetic segment may follow in a real context: text the model
+/// returned, ending in anything.
+const AWKWARD_PREFIXES: &[&str] = &[
+    "", "a", "Z", "1", "12345", ".", "'", "\"", " ", "  ", "\n", "\n\n", "\t", "é", "中文", "}",
+    "#", "\u{a0}",
+];
+
+impl Synth {
+    /// Find the words of `tok` and prove exact additivity, or explain why this
+    /// tokenizer cannot be synthesized exactly.
+    pub fn new(tok: &Tokenizer) -> Result<Synth> {
+        let mut synth = Synth {
+            bytes: Vec::new(),
+            starts: vec![0],
+            ids: Vec::new(),
+        };
+        let anchor = tok.encode("a");
+        for id in 0..tok.vocab_size() {
+            let text = tok.decode_one(id);
+            let b = text.as_bytes();
+            if b.len() < 3
+                || b.len() > 12
+                || b[0] != b' '
+                || !b[1..].iter().all(u8::is_ascii_lowercase)
+            {
+                continue;
+            }
+            if tok.encode(&text) != [id] {
+                continue;
+            }
+            let after = tok.encode(&format!("a{text}"));
+            if after.len() != anchor.len() + 1
+                || after[..anchor.len()] != anchor[..]
+                || after[anchor.len()] != id
+            {
+                continue;
+            }
+            synth.bytes.extend_from_slice(b);
+            synth.starts.push(synth.bytes.len() as u32);
+            synth.ids.push(id);
+        }
+        if synth.ids.len() < 16 {
+            return Err(Error::usage(format!(
+                "tokenizer {}: only {} single-token words (\" word\") in its vocabulary; trie needs a byte-level BPE tokenizer (GPT-2, Llama 3, Qwen, DeepSeek style) to synthesize exact prompts",
+                tok.source,
+                synth.ids.len()
+            )));
+        }
+        synth.prove_additive(tok)?;
+        Ok(synth)
+    }
+
+    /// Check, on random texts behind every awkward prefix, that a text of n
+    /// words encodes to exactly n tokens after its prefix.
+    fn prove_additive(&self, tok: &Tokenizer) -> Result<()> {
+        let mut text = String::new();
+        for (i, prefix) in AWKWARD_PREFIXES.iter().enumerate() {
+            let n = 300 + 97 * i;
+            text.clear();
+            self.write(0xADD1_7173 + i as u64, n, &mut text);
+            let base = tok.count(prefix);
+            let got = tok.count(&format!("{prefix}{text}"));
+            if got != base + n {
+                return Err(Error::usage(format!(
+                    "tokenizer {}: {n} synthetic words after {prefix:?} encode to {} tokens, not {n}; this tokenizer does not split words the way trie needs to synthesize exact prompts",
+                    tok.source,
+                    got - base.min(got)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of words available.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Never true for a constructed `Synth` (kept for clippy's `len` rule).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Text of word `i` (a space and letters).
+    #[inline]
+    pub fn word(&self, i: usize) -> &str {
+        let (s, e) = (self.starts[i] as usize, self.starts[i + 1] as usize);
+        // SAFETY: words are ASCII by construction (checked in `new`).
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[s..e]) }
+    }
+
+    /// Token id of word `i`.
+    #[inline]
+    pub fn id(&self, i: usize) -> u32 {
+        self.ids[i]
+    }
+
+    /// Append `n` tokens of text for `key` to `out`: the same bytes every time.
+    pub fn write(&self, key: u64, n: usize, out: &mut String) {
+        let mut rng = Rng::new(key);
+        out.reserve(n * 8);
+        for _ in 0..n {
+            out.push_str(self.word(rng.below(self.ids.len())));
+        }
+    }
+
+    /// `n` tokens of text for `key` as a new string.
+    pub fn text(&self, key: u64, n: usize) -> String {
+        let mut s = String::new();
+        self.write(key, n, &mut s);
+        s
+    }
+}

@@ -1,0 +1,246 @@
+//! Rendering of a [`Summary`], pure: the per-trace and workload tables, the
+//! failures table, and the `key=value` figures of the `benchmark complete` line
+//! (named as the Python version names them).
+
+use prettytable::{Cell, Row, Table, format};
+
+use crate::metrics::{Rates, Stats};
+use crate::summary::Summary;
+
+/// `event` padded like structlog's console renderer, then `key=value` words.
+pub fn event_line(event: &str, pairs: &[(String, String)]) -> String {
+    let kv: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{event:<30} {}", kv.join(" "))
+        .trim_end()
+        .to_string()
+}
+
+/// The `starting benchmark` figures.
+pub fn start_pairs(s: &Summary) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    if let Some(c) = s.concurrency {
+        v.push(("concurrency".into(), c.to_string()));
+    }
+    if let Some(r) = s.arrival_rate {
+        v.push(("arrival_rate".into(), r.to_string()));
+    }
+    v.push(("duration".into(), format!("{:.1}", s.duration_s)));
+    v.push(("model".into(), s.model.clone()));
+    v.push((
+        "num_gpus".into(),
+        s.num_gpus
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "None".into()),
+    ));
+    v.push((
+        "workload_templates".into(),
+        s.workload_templates.to_string(),
+    ));
+    v
+}
+
+/// Per-trace columns: (title, key prefix, stats, decimals, streaming only).
+fn per_trace_columns(s: &Summary) -> Vec<(&'static str, &'static str, &Stats, usize, bool)> {
+    let p = &s.per_trace;
+    vec![
+        ("Latency (s)", "latency_s", &p.latency_s, 3, false),
+        ("TTFT (s)", "ttft_s", &p.ttft_s, 3, true),
+        ("TTFAT (s)", "ttfat_s", &p.ttfat_s, 3, true),
+        ("Decode TPS (tok/s)", "decode_tps", &p.decode_tps, 2, true),
+        (
+            "Decode TPOT (ms/tok)",
+            "decode_tpot_ms",
+            &p.decode_tpot_ms,
+            2,
+            true,
+        ),
+        ("ITL (ms)", "itl_ms", &p.itl_ms, 2, true),
+        (
+            "Cache hit rate (%)",
+            "cache_hit_rate_pct",
+            &p.cache_hit_rate_pct,
+            1,
+            false,
+        ),
+        (
+            "Eligible cache hit rate (%)",
+            "eligible_cache_hit_rate_pct",
+            &p.eligible_cache_hit_rate_pct,
+            1,
+            false,
+        ),
+        (
+            "Output tokens/turn",
+            "output_tokens_per_turn",
+            &p.output_tokens_per_turn,
+            1,
+            false,
+        ),
+        (
+            "Output tokens/trace",
+            "output_tokens_per_trace",
+            &p.output_tokens_per_trace,
+            1,
+            false,
+        ),
+    ]
+}
+
+/// Workload rate rows: (title, key suffix, getter).
+const RATE_ROWS: [(&str, &str, fn(&Rates) -> f64); 4] = [
+    ("total prompt tok/s", "prompt_tok_per_s", |r| {
+        r.prompt_tok_per_s
+    }),
+    ("cached prompt tok/s", "cached_prompt_tok_per_s", |r| {
+        r.cached_prompt_tok_per_s
+    }),
+    ("uncached prompt tok/s", "uncached_prompt_tok_per_s", |r| {
+        r.uncached_prompt_tok_per_s
+    }),
+    ("completion tok/s", "completion_tok_per_s", |r| {
+        r.completion_tok_per_s
+    }),
+];
+
+fn rate_columns(s: &Summary) -> Vec<(&'static str, &'static str, Rates)> {
+    let mut cols = vec![
+        ("Overall", "", s.overall),
+        ("Last 30s Window", "last_30s_window_", s.last_30s_window),
+        ("Steady State", "steady_state_", s.steady_state),
+    ];
+    if let Some(g) = s.steady_state_per_gpu {
+        cols.push(("Steady State / GPU", "steady_state_per_gpu_", g));
+    }
+    cols
+}
+
+fn f(x: f64, decimals: usize) -> String {
+    format!("{x:.decimals$}")
+}
+
+/// Every figure of the `benchmark complete` line.
+pub fn complete_pairs(s: &Summary) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = vec![
+        (
+            "completed_requests".into(),
+            s.completed_requests.to_string(),
+        ),
+        ("failed_requests".into(), s.failed_requests.to_string()),
+        ("cancelled_traces".into(), s.cancelled_traces.to_string()),
+        ("http_requests".into(), s.http_requests.to_string()),
+        ("wall_time_s".into(), f(s.wall_time_s, 2)),
+        ("trace_per_s".into(), f(s.trace_per_s, 4)),
+    ];
+    for (_, prefix, rates) in rate_columns(s) {
+        for (_, suffix, get) in RATE_ROWS {
+            v.push((format!("{prefix}{suffix}"), f(get(&rates), 2)));
+        }
+    }
+    for (_, key, stats, decimals, streaming_only) in per_trace_columns(s) {
+        if streaming_only && !s.stream {
+            continue;
+        }
+        for (row, x) in stats.rows() {
+            v.push((format!("{key}_{row}"), f(x, decimals.max(3))));
+        }
+    }
+    v.push((
+        "prompt_token_mismatches".into(),
+        s.prompt_token_mismatches.to_string(),
+    ));
+    v.push((
+        "requests_without_usage".into(),
+        s.requests_without_usage.to_string(),
+    ));
+    for (kind, c) in &s.failures {
+        v.push((format!("failures_{kind}"), c.traces.to_string()));
+        v.push((format!("retries_{kind}"), c.retried_attempts.to_string()));
+    }
+    if let Some(a) = &s.arrival {
+        v.push(("arrival_late_s_p50".into(), f(a.late_s_p50, 4)));
+        v.push(("arrival_late_s_p99".into(), f(a.late_s_p99, 4)));
+        v.push((
+            "arrival_waited_for_limit".into(),
+            a.waited_for_limit.to_string(),
+        ));
+    }
+    v
+}
+
+fn table(titles: Vec<String>) -> Table {
+    let mut t = Table::new();
+    t.set_format(*format::consts::FORMAT_BOX_CHARS);
+    t.set_titles(Row::new(titles.iter().map(|s| Cell::new(s)).collect()));
+    t
+}
+
+/// The per-trace table, the workload table and (if any) the failures table.
+pub fn tables(s: &Summary) -> String {
+    let mut out = String::new();
+    let cols = per_trace_columns(s);
+    let mut t = table(
+        std::iter::once("Metric".to_string())
+            .chain(cols.iter().map(|c| c.0.to_string()))
+            .collect(),
+    );
+    for i in 0..7 {
+        let name = Stats::default().rows()[i].0;
+        let mut cells = vec![Cell::new(name)];
+        for (_, _, stats, decimals, streaming_only) in &cols {
+            let text = if *streaming_only && !s.stream {
+                "-".to_string()
+            } else {
+                f(stats.rows()[i].1, *decimals)
+            };
+            cells.push(Cell::new_align(&text, format::Alignment::RIGHT));
+        }
+        t.add_row(Row::new(cells));
+    }
+    out.push_str("Per-trace metrics\n");
+    out.push_str(&t.to_string());
+
+    let total = s.completed_requests + s.failed_requests;
+    out.push_str(&format!(
+        "\nWorkload metrics\ncompleted={}/{}  trace/s={:.2}\n",
+        s.completed_requests, total, s.trace_per_s
+    ));
+    let rcols = rate_columns(s);
+    let mut t = table(
+        std::iter::once("Metric".to_string())
+            .chain(rcols.iter().map(|c| c.0.to_string()))
+            .collect(),
+    );
+    for (title, _, get) in RATE_ROWS {
+        let mut cells = vec![Cell::new(title)];
+        for (_, _, rates) in &rcols {
+            cells.push(Cell::new_align(&f(get(rates), 2), format::Alignment::RIGHT));
+        }
+        t.add_row(Row::new(cells));
+    }
+    out.push_str(&t.to_string());
+
+    if !s.failures.is_empty() {
+        let mut t = table(vec![
+            "Kind".into(),
+            "Failed traces".into(),
+            "Retried attempts".into(),
+            "Example".into(),
+        ]);
+        for (kind, c) in &s.failures {
+            t.add_row(Row::new(vec![
+                Cell::new(kind),
+                Cell::new_align(&c.traces.to_string(), format::Alignment::RIGHT),
+                Cell::new_align(&c.retried_attempts.to_string(), format::Alignment::RIGHT),
+                Cell::new(
+                    &c.examples
+                        .first()
+                        .map(|e| e.chars().take(80).collect::<String>())
+                        .unwrap_or_default(),
+                ),
+            ]));
+        }
+        out.push_str("\nFailures\n");
+        out.push_str(&t.to_string());
+    }
+    out
+}

@@ -1,0 +1,467 @@
+//! Request handling of the simulated engine: routes, the completion endpoint,
+//! the admission queue, the timing model and the injected faults.
+
+use std::io::{BufWriter, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde_json::Value;
+
+use super::http::{self, Request};
+use super::{Fault, Shared, block_hashes};
+use crate::prompt::{Rng, mix};
+
+/// Token id standing for BOS in the cache's hash chain.
+const BOS_ID: u32 = u32::MAX;
+
+/// What the connection does after a request.
+pub enum Outcome {
+    /// Read the next request.
+    KeepAlive,
+    /// Close the connection.
+    Close,
+}
+
+type Writer = BufWriter<TcpStream>;
+
+/// Dispatch one request.
+pub fn route(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
+    let path = req.path.trim_end_matches('/');
+    let result = match (req.method.as_str(), path) {
+        ("GET", "/health") => http::write_json(w, 200, b"{\"status\":\"ok\"}", true),
+        ("GET", "/v1/models") => {
+            let body = serde_json::json!({
+                "object": "list",
+                "data": [{"id": shared.config.model, "object": "model", "created": 0, "owned_by": "trie-sim"}]
+            });
+            http::write_json(w, 200, body.to_string().as_bytes(), true)
+        }
+        ("POST", "/v1/completions") => return completion(shared, req, w),
+        (_, "/v1/completions" | "/v1/models" | "/health") => {
+            http::write_json(w, 405, &http::error_body(405, "method not allowed"), true)
+        }
+        _ => http::write_json(
+            w,
+            404,
+            &http::error_body(404, &format!("no route {path}")),
+            true,
+        ),
+    };
+    if result.is_ok() {
+        Outcome::KeepAlive
+    } else {
+        Outcome::Close
+    }
+}
+
+/// The FIFO admission queue in front of `max_running` sequence slots.
+pub struct Queue {
+    state: Mutex<QueueState>,
+    cv: Condvar,
+    max_running: usize,
+}
+
+struct QueueState {
+    running: usize,
+    next_ticket: u64,
+    next_admit: u64,
+}
+
+impl Queue {
+    /// A queue in front of `max_running` slots.
+    pub fn new(max_running: usize) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState {
+                running: 0,
+                next_ticket: 0,
+                next_admit: 0,
+            }),
+            cv: Condvar::new(),
+            max_running,
+        }
+    }
+
+    /// Wait for a slot, in arrival order; `None` when the sim stops meanwhile.
+    fn admit(&self, shared: &Shared) -> Option<Running<'_>> {
+        let mut s = self.state.lock();
+        let ticket = s.next_ticket;
+        s.next_ticket += 1;
+        while !(s.running < self.max_running && s.next_admit == ticket) {
+            if shared.stopping.load(Ordering::SeqCst) {
+                return None;
+            }
+            self.cv.wait_for(&mut s, Duration::from_millis(100));
+        }
+        s.running += 1;
+        s.next_admit += 1;
+        self.cv.notify_all();
+        Some(Running {
+            queue: self,
+            at: Instant::now(),
+        })
+    }
+
+    /// Wake every waiter (at stop).
+    pub fn wake_all(&self) {
+        self.cv.notify_all();
+    }
+}
+
+/// A running sequence; frees its slot when dropped.
+struct Running<'a> {
+    queue: &'a Queue,
+    at: Instant,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.queue.state.lock().running -= 1;
+        self.queue.cv.notify_all();
+    }
+}
+
+/// The prompt of a completion request.
+enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+struct Params {
+    prompt: Prompt,
+    max_tokens: usize,
+    stream: bool,
+    include_usage: bool,
+    ignore_eos: bool,
+}
+
+fn parse_params(body: &[u8], model: &str) -> Result<Params, (u16, String)> {
+    let bad = |m: String| (400, m);
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
+    let Value::Object(o) = v else {
+        return Err(bad("the body must be a JSON object".into()));
+    };
+    if let Some(m) = o.get("model") {
+        if m.as_str() != Some(model) {
+            return Err((
+                404,
+                format!("The model `{}` does not exist.", m.as_str().unwrap_or("?")),
+            ));
+        }
+    }
+    let prompt = match o.get("prompt") {
+        Some(Value::String(s)) => Prompt::Text(s.clone()),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Prompt::Text(a[0].as_str().unwrap_or("").into())
+        }
+        Some(Value::Array(a))
+            if a.iter()
+                .all(|x| x.as_u64().is_some_and(|n| n <= u32::MAX as u64)) =>
+        {
+            Prompt::Ids(
+                a.iter()
+                    .filter_map(|x| x.as_u64())
+                    .map(|n| n as u32)
+                    .collect(),
+            )
+        }
+        Some(_) => return Err(bad("prompt must be a string or a list of token ids".into())),
+        None => return Err(bad("missing field prompt".into())),
+    };
+    let max_tokens = match o.get("max_tokens") {
+        None | Some(Value::Null) => 16,
+        Some(x) => x
+            .as_u64()
+            .ok_or_else(|| bad("max_tokens must be a non-negative integer".into()))?
+            as usize,
+    };
+    let flag = |name: &str| -> Result<bool, (u16, String)> {
+        match o.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(bad(format!("{name} must be a boolean"))),
+        }
+    };
+    let include_usage = o
+        .get("stream_options")
+        .and_then(|s| s.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(Params {
+        prompt,
+        max_tokens,
+        stream: flag("stream")?,
+        include_usage,
+        ignore_eos: flag("ignore_eos")?,
+    })
+}
+
+/// Seconds to process `tokens` at `rate` tokens/s (0 = instant).
+fn secs(tokens: usize, rate: f64) -> Duration {
+    if rate <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(tokens as f64 / rate)
+    }
+}
+
+/// Sleep until `t`; false when the sim is stopping.
+fn sleep_until(shared: &Shared, t: Instant) -> bool {
+    match shared.stop_rx.recv_deadline(t) {
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => true,
+        _ => !shared.stopping.load(Ordering::SeqCst) && Instant::now() >= t,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn completion(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
+    let index = shared.requests.fetch_add(1, Ordering::Relaxed);
+    let arrival = Instant::now();
+    let cfg = &shared.config;
+    let p = match parse_params(&req.body, &cfg.model) {
+        Ok(p) => p,
+        Err((status, msg)) => {
+            log::debug!("sim request={index} rejected status={status}: {msg}");
+            return keep(http::write_json(
+                w,
+                status,
+                &http::error_body(status, &msg),
+                true,
+            ));
+        }
+    };
+    let fault = cfg.faults.pick(cfg.seed, index);
+    let record = |prompt_tokens: usize, cached_tokens: usize| {
+        if let Some(tx) = &cfg.recorder {
+            let _ = tx.send(super::Recorded {
+                routing_key: req.header("x-smg-routing-key").map(str::to_string),
+                authorization: req.header("authorization").map(str::to_string),
+                body: req.body.clone(),
+                prompt_tokens,
+                cached_tokens,
+                fault,
+            });
+        }
+    };
+    if let Fault::Status(code) = fault {
+        record(0, 0);
+        log::debug!("sim request={index} fault=status{code}");
+        return keep(http::write_json(
+            w,
+            code,
+            &http::error_body(code, "injected fault"),
+            true,
+        ));
+    }
+    let mut ids = vec![BOS_ID; cfg.bos];
+    match &p.prompt {
+        Prompt::Text(t) => ids.extend(shared.tokenizer.encode(t)),
+        Prompt::Ids(v) => ids.extend_from_slice(v),
+    }
+    let prompt_len = ids.len();
+    let hashes = block_hashes(&ids, cfg.block_size);
+    let Some(running) = shared.queue.admit(shared) else {
+        return Outcome::Close;
+    };
+    let admitted = running.at;
+    let cached = shared.cache.lock().lookup(&hashes, prompt_len);
+    record(prompt_len, cached);
+    let first_ready = admitted + secs(prompt_len - cached, cfg.prefill_tps);
+
+    // The completion: deterministic in (seed, prompt, max_tokens).
+    let prompt_key = ids
+        .iter()
+        .fold(mix(cfg.seed ^ 0x51_u64), |h, &id| mix(h ^ id as u64));
+    let mut rng = Rng::new(prompt_key ^ p.max_tokens as u64);
+    let n = if p.ignore_eos || p.max_tokens == 0 {
+        p.max_tokens
+    } else {
+        1 + rng.below(p.max_tokens)
+    };
+    let words: Vec<usize> = (0..n).map(|_| rng.below(shared.synth.len())).collect();
+    let finish = if n == p.max_tokens { "length" } else { "stop" };
+    let usage = serde_json::json!({
+        "prompt_tokens": prompt_len,
+        "completion_tokens": n,
+        "total_tokens": prompt_len + n,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    });
+    let ready = |j: usize| first_ready + secs(j, cfg.decode_tps);
+    let head = format!(
+        "{{\"id\":\"cmpl-{index}\",\"object\":\"text_completion\",\"created\":{},\"model\":{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        Value::from(cfg.model.as_str())
+    );
+
+    let mut first_sent = None;
+    let sent = if p.stream {
+        stream(
+            shared,
+            w,
+            &p,
+            fault,
+            &words,
+            finish,
+            &head,
+            &usage,
+            &ready,
+            &mut first_sent,
+        )
+    } else {
+        whole(shared, w, &p, fault, &words, finish, &head, &usage, &ready)
+    };
+    let done = Instant::now();
+    if sent.is_ok() {
+        ids.extend(words.iter().map(|&i| shared.synth.id(i)));
+        shared
+            .cache
+            .lock()
+            .insert(&block_hashes(&ids, cfg.block_size));
+    }
+    drop(running);
+    log::debug!(
+        "sim request={index} arrival_ms={:.3} prompt={prompt_len} cached={cached} queue_ms={:.3} first_token_ms={:.3} done_ms={:.3} completion={n} fault={fault:?}",
+        ms(arrival - shared.epoch),
+        ms(admitted - arrival),
+        first_sent.map(|t: Instant| ms(t - arrival)).unwrap_or(-1.0),
+        ms(done - arrival),
+    );
+    match sent {
+        Ok(o) => o,
+        Err(_) => Outcome::Close,
+    }
+}
+
+fn keep(r: std::io::Result<()>) -> Outcome {
+    if r.is_ok() {
+        Outcome::KeepAlive
+    } else {
+        Outcome::Close
+    }
+}
+
+fn choice_event(head: &str, text: &str, finish: Option<&str>) -> String {
+    format!(
+        "data: {head},\"choices\":[{{\"index\":0,\"text\":{},\"logprobs\":null,\"finish_reason\":{}}}]}}\n\n",
+        Value::from(text),
+        finish
+            .map(|f| format!("\"{f}\""))
+            .unwrap_or_else(|| "null".into())
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    shared: &Shared,
+    w: &mut Writer,
+    p: &Params,
+    fault: Fault,
+    words: &[usize],
+    finish: &str,
+    head: &str,
+    usage: &Value,
+    ready: &dyn Fn(usize) -> Instant,
+    first_sent: &mut Option<Instant>,
+) -> std::io::Result<Outcome> {
+    let k = shared.config.tokens_per_chunk;
+    let n = words.len();
+    let chunks = n.div_ceil(k).max(1);
+    let half = chunks / 2;
+    http::begin_stream(w)?;
+    let mut text = String::new();
+    for c in 0..chunks {
+        if c == half && fault == Fault::Reset {
+            w.flush()?;
+            let _ = w.get_ref().shutdown(std::net::Shutdown::Both);
+            return Ok(Outcome::Close);
+        }
+        if c == half && fault == Fault::Malformed {
+            http::write_chunk(w, b"data: {\"choices\": [{\"text\": \"oops\", \n\n")?;
+        }
+        let (lo, hi) = (c * k, ((c + 1) * k).min(n));
+        let due = ready(hi.saturating_sub(1));
+        if due > Instant::now() {
+            w.flush()?;
+            if !sleep_until(shared, due) {
+                return Ok(Outcome::Close);
+            }
+        }
+        text.clear();
+        for &i in &words[lo..hi] {
+            text.push_str(shared.synth.word(i));
+        }
+        let last = c + 1 == chunks;
+        http::write_chunk(
+            w,
+            choice_event(head, &text, last.then_some(finish)).as_bytes(),
+        )?;
+        if c == 0 {
+            w.flush()?;
+            *first_sent = Some(Instant::now());
+            if fault == Fault::Stall
+                && !sleep_until(shared, Instant::now() + shared.config.faults.stall)
+            {
+                return Ok(Outcome::Close);
+            }
+        }
+    }
+    if p.include_usage && fault != Fault::NoUsage {
+        let ev = format!("data: {head},\"choices\":[],\"usage\":{usage}}}\n\n");
+        http::write_chunk(w, ev.as_bytes())?;
+    }
+    http::write_chunk(w, b"data: [DONE]\n\n")?;
+    http::end_stream(w)?;
+    Ok(Outcome::KeepAlive)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn whole(
+    shared: &Shared,
+    w: &mut Writer,
+    _p: &Params,
+    fault: Fault,
+    words: &[usize],
+    finish: &str,
+    head: &str,
+    usage: &Value,
+    ready: &dyn Fn(usize) -> Instant,
+) -> std::io::Result<Outcome> {
+    let mut due = ready(words.len().saturating_sub(1));
+    if fault == Fault::Stall {
+        due += shared.config.faults.stall;
+    }
+    if !sleep_until(shared, due) {
+        return Ok(Outcome::Close);
+    }
+    match fault {
+        Fault::Reset => {
+            let _ = w.get_ref().shutdown(std::net::Shutdown::Both);
+            return Ok(Outcome::Close);
+        }
+        Fault::Malformed => {
+            http::write_json(w, 200, b"{\"choices\": [{\"text\": ", true)?;
+            return Ok(Outcome::KeepAlive);
+        }
+        _ => {}
+    }
+    let text: String = words.iter().map(|&i| shared.synth.word(i)).collect();
+    let usage_part = if fault == Fault::NoUsage {
+        String::new()
+    } else {
+        format!(",\"usage\":{usage}")
+    };
+    let body = format!(
+        "{head},\"choices\":[{{\"index\":0,\"text\":{},\"logprobs\":null,\"finish_reason\":\"{finish}\"}}]{usage_part}}}",
+        Value::from(text)
+    );
+    http::write_json(w, 200, body.as_bytes(), true)?;
+    Ok(Outcome::KeepAlive)
+}

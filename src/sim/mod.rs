@@ -1,0 +1,370 @@
+//! `trie sim`: a deterministic simulated inference engine, OpenAI-compatible,
+//! with a prefix cache, a queue, a timing model and fault injection.
+//!
+//! Threads only: one accept thread, one thread per connection (keep-alive).
+//! [`Sim::start`] runs it in-process on `127.0.0.1:PORT` (port 0 picks a free
+//! one); [`Sim::stop`] closes every connection and joins every thread.
+//!
+//! Timing model, per sequence: a request waits in a FIFO queue until fewer than
+//! `max_running` sequences run; its prompt is looked up in the prefix cache;
+//! token `j` (0-based) of the completion is ready at
+//! `admitted + uncached_prompt / prefill_tps + j / decode_tps`; a chunk carries
+//! `tokens_per_chunk` tokens and is sent when its last token is ready. A rate of
+//! 0 means instant. Finished sequences insert prompt + completion blocks.
+
+mod cache;
+mod engine;
+mod http;
+
+use std::io::{BufReader, BufWriter};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+pub use cache::{PrefixCache, block_hashes};
+
+use crate::error::{Error, Result};
+use crate::prompt::Synth;
+use crate::tokenizer::Tokenizer;
+
+/// The tokenizer bundled in the binary (`data/tokenizer.json`, 8k byte-level BPE).
+pub const BUNDLED_TOKENIZER: &[u8] = include_bytes!("../../data/tokenizer.json");
+
+/// Injected faults: each request draws one uniform number from (seed, request
+/// index) and falls into at most one of these rates, in this order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Faults {
+    /// Rate of requests answered with `status` instead of a completion.
+    pub status_rate: f64,
+    /// The HTTP status of those answers (429, 500, 503, ...).
+    pub status: u16,
+    /// Rate of streams whose connection is closed half-way.
+    pub reset_rate: f64,
+    /// Rate of streams with a malformed JSON chunk half-way.
+    pub malformed_rate: f64,
+    /// Rate of responses that stall (no bytes) for `stall` after the first chunk.
+    pub stall_rate: f64,
+    /// How long a stall lasts.
+    pub stall: Duration,
+    /// Rate of streams without the usage chunk.
+    pub no_usage_rate: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            status_rate: 0.0,
+            status: 503,
+            reset_rate: 0.0,
+            malformed_rate: 0.0,
+            stall_rate: 0.0,
+            stall: Duration::from_secs(30),
+            no_usage_rate: 0.0,
+        }
+    }
+}
+
+/// The fault one request gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    /// Answer with this HTTP status.
+    Status(u16),
+    /// Close the connection half-way through the stream.
+    Reset,
+    /// Send a malformed JSON chunk half-way.
+    Malformed,
+    /// Stall after the first chunk.
+    Stall,
+    /// Leave out the usage chunk.
+    NoUsage,
+}
+
+impl Faults {
+    /// The fault of request number `index` under `seed`.
+    pub fn pick(&self, seed: u64, index: u64) -> Fault {
+        let u = crate::prompt::Rng::new(crate::prompt::mix(seed ^ 0xfa17) ^ index).unit();
+        let mut edge = 0.0;
+        for (rate, fault) in [
+            (self.status_rate, Fault::Status(self.status)),
+            (self.reset_rate, Fault::Reset),
+            (self.malformed_rate, Fault::Malformed),
+            (self.stall_rate, Fault::Stall),
+            (self.no_usage_rate, Fault::NoUsage),
+        ] {
+            edge += rate;
+            if u < edge {
+                return fault;
+            }
+        }
+        Fault::None
+    }
+
+    /// Check the rates add up to at most 1.
+    pub fn validate(&self) -> Result<()> {
+        let rates = [
+            self.status_rate,
+            self.reset_rate,
+            self.malformed_rate,
+            self.stall_rate,
+            self.no_usage_rate,
+        ];
+        if rates.iter().any(|r| !(0.0..=1.0).contains(r)) || rates.iter().sum::<f64>() > 1.0 + 1e-9
+        {
+            return Err(Error::usage(
+                "sim: fault rates must each be in [0, 1] and add up to at most 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything `trie sim` can be told.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// The served model name.
+    pub model: String,
+    /// tokenizer.json; `None` uses the bundled one.
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// BOS tokens added to every prompt.
+    pub bos: usize,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// KV cache capacity in tokens.
+    pub kv_tokens: usize,
+    /// Sequences running at once; more queue.
+    pub max_running: usize,
+    /// Prefill speed, tokens/s (0 = instant).
+    pub prefill_tps: f64,
+    /// Decode speed per sequence, tokens/s (0 = instant).
+    pub decode_tps: f64,
+    /// Tokens per streamed chunk.
+    pub tokens_per_chunk: usize,
+    /// Seed of generated text and faults.
+    pub seed: u64,
+    /// Injected faults.
+    pub faults: Faults,
+    /// Tests: every completion request is handed back here.
+    pub recorder: Option<Sender<Recorded>>,
+}
+
+/// A completion request as the sim saw it (for tests).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// `X-SMG-Routing-Key` header.
+    pub routing_key: Option<String>,
+    /// `Authorization` header.
+    pub authorization: Option<String>,
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// Prompt tokens as the sim counted them (BOS included).
+    pub prompt_tokens: usize,
+    /// Cached tokens it reported.
+    pub cached_tokens: usize,
+    /// Fault it injected.
+    pub fault: Fault,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            port: 8000,
+            model: "trie-sim".to_string(),
+            tokenizer: None,
+            bos: 1,
+            block_size: 16,
+            kv_tokens: 1_000_000,
+            max_running: 256,
+            prefill_tps: 50_000.0,
+            decode_tps: 100.0,
+            tokens_per_chunk: 1,
+            seed: 0,
+            faults: Faults::default(),
+            recorder: None,
+        }
+    }
+}
+
+/// State shared by every thread of one sim.
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub tokenizer: Tokenizer,
+    pub synth: Synth,
+    pub cache: Mutex<PrefixCache>,
+    pub queue: engine::Queue,
+    pub requests: AtomicU64,
+    pub stopping: AtomicBool,
+    /// Dropped at stop: every sleep waiting on it wakes up.
+    pub stop_rx: Receiver<()>,
+    pub epoch: std::time::Instant,
+    conns: Mutex<Vec<(TcpStream, JoinHandle<()>)>>,
+}
+
+/// A running simulated engine.
+pub struct Sim {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop_tx: Option<Sender<()>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Sim {
+    /// Load the tokenizer, bind, and start serving.
+    pub fn start(config: SimConfig) -> Result<Sim> {
+        config.faults.validate()?;
+        if config.block_size == 0 || config.max_running == 0 || config.tokens_per_chunk == 0 {
+            return Err(Error::usage(
+                "sim: --block-size, --max-running and --tokens-per-chunk must be at least 1",
+            ));
+        }
+        if !(config.prefill_tps >= 0.0 && config.decode_tps >= 0.0) {
+            return Err(Error::usage(
+                "sim: --prefill-tps and --decode-tps must be >= 0",
+            ));
+        }
+        let tokenizer = match &config.tokenizer {
+            Some(p) => Tokenizer::from_file(p)?,
+            None => Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")?,
+        };
+        let synth = Synth::new(&tokenizer)?;
+        let listener = TcpListener::bind(("127.0.0.1", config.port)).map_err(|e| {
+            Error::run(format!(
+                "sim: cannot listen on 127.0.0.1:{}: {e}",
+                config.port
+            ))
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::run(format!("sim: {e}")))?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let shared = Arc::new(Shared {
+            cache: Mutex::new(PrefixCache::new(config.block_size, config.kv_tokens)),
+            queue: engine::Queue::new(config.max_running),
+            config,
+            tokenizer,
+            synth,
+            requests: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            stop_rx,
+            epoch: std::time::Instant::now(),
+            conns: Mutex::new(Vec::new()),
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("sim-accept".into())
+                .spawn(move || accept_loop(listener, shared))
+                .map_err(|e| Error::run(format!("sim: cannot spawn: {e}")))?
+        };
+        Ok(Sim {
+            addr,
+            shared,
+            stop_tx: Some(stop_tx),
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Stop serving: close every connection, join every thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.shared.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.stop_tx.take();
+        let _ = TcpStream::connect(self.addr); // wake the acceptor
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        self.shared.queue.wake_all();
+        let conns = std::mem::take(&mut *self.shared.conns.lock());
+        for (stream, _) in &conns {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        for (_, handle) in conns {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let _ = stream.set_nodelay(true);
+        let Ok(clone) = stream.try_clone() else {
+            continue;
+        };
+        let conn_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sim-conn".into())
+            .stack_size(256 * 1024)
+            .spawn(move || serve_connection(stream, conn_shared));
+        if let Ok(handle) = spawned {
+            let mut conns = shared.conns.lock();
+            conns.retain(|(_, h)| !h.is_finished());
+            conns.push((clone, handle));
+        }
+    }
+}
+
+fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let mut writer = BufWriter::with_capacity(16 * 1024, write_half);
+    loop {
+        let req = match http::read_request(&mut reader) {
+            Ok(r) => r,
+            Err(http::ReadError::Closed) => return,
+            Err(http::ReadError::Bad(status, msg)) => {
+                let _ =
+                    http::write_json(&mut writer, status, &http::error_body(status, msg), false);
+                return;
+            }
+        };
+        let keep = req.keep_alive;
+        match engine::route(&shared, &req, &mut writer) {
+            engine::Outcome::KeepAlive if keep => continue,
+            _ => {
+                let _ = std::io::Write::flush(&mut writer);
+                let _ = writer.get_ref().shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+}

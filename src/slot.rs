@@ -1,0 +1,335 @@
+//! One slot: an OS thread that takes trace jobs from the feeder's channel and
+//! runs each trace turn by turn with blocking requests. All synthetic text of a
+//! trace is made before its clock starts; the only work between requests is
+//! appending the reply to the request body and counting its tokens, done while
+//! the tool call "runs".
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::client::{Client, Failure, FailureKind, Reply};
+use crate::event::{Event, RequestRecord, TraceEnd};
+use crate::metrics;
+use crate::prompt::{Synth, segment_key};
+use crate::tokenizer::Tokenizer;
+use crate::workload::{Trace, Workload};
+
+/// BOS tokens a server adds to every prompt (vLLM, SGLang, TensorRT-LLM, llama.cpp).
+pub const SERVER_BOS: u64 = 1;
+
+/// One trace to run.
+#[derive(Clone, Copy, Debug)]
+pub struct Job {
+    /// Trace sequence number: which trace of the run this is.
+    pub seq: u64,
+    /// Template index in the workload.
+    pub template: usize,
+    /// Open loop: when it was due to start.
+    pub due: Option<Instant>,
+}
+
+/// What every slot shares (read-only) for a run.
+pub struct SlotContext<'a> {
+    /// The HTTP client.
+    pub client: &'a Client,
+    /// The workload.
+    pub workload: &'a Workload,
+    /// The word generator.
+    pub synth: &'a Synth,
+    /// The tokenizer, for counting replies after requests end.
+    pub tokenizer: &'a Tokenizer,
+    /// The model name as a JSON string.
+    pub model_json: String,
+    /// Seed of all synthetic text.
+    pub seed: u64,
+    /// Retries per request.
+    pub max_retries: u32,
+    /// Set when the run stops (deadline or interrupt).
+    pub stop: &'a AtomicBool,
+    /// Disconnected when the run stops: wakes every sleeping slot.
+    pub stop_rx: Receiver<()>,
+    /// When the run started.
+    pub epoch: Instant,
+    /// Where events go.
+    pub events: Sender<Event>,
+}
+
+impl SlotContext<'_> {
+    /// Sleep `d`; false when the run stopped meanwhile.
+    fn sleep(&self, d: Duration) -> bool {
+        if d.is_zero() {
+            return !self.stop.load(Ordering::SeqCst);
+        }
+        matches!(self.stop_rx.recv_timeout(d), Err(RecvTimeoutError::Timeout))
+    }
+
+    fn since_epoch(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.epoch)
+    }
+}
+
+/// Run jobs until the channel closes or the run stops.
+pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
+    for job in jobs.iter() {
+        if ctx.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        run_trace(slot, ctx, job);
+    }
+}
+
+/// The request body of one trace, grown in place: `{..."prompt":"<context>`
+/// plus a per-request tail with `max_tokens` that is cut off after sending.
+pub struct Body {
+    buf: Vec<u8>,
+}
+
+impl Body {
+    /// The fixed head of every request of a trace.
+    pub fn new(model_json: &str, stream: bool) -> Body {
+        let stream_part = if stream {
+            r#""stream":true,"stream_options":{"include_usage":true},"#
+        } else {
+            ""
+        };
+        let head = format!(r#"{{"model":{model_json},"ignore_eos":true,{stream_part}"prompt":""#);
+        Body {
+            buf: head.into_bytes(),
+        }
+    }
+
+    /// Append synthetic text (ASCII letters and spaces: nothing to escape).
+    pub fn push_synthetic(&mut self, text: &str) {
+        debug_assert!(text.bytes().all(|b| b == b' ' || b.is_ascii_lowercase()));
+        self.buf.extend_from_slice(text.as_bytes());
+    }
+
+    /// Append arbitrary text, JSON-escaped.
+    pub fn push_text(&mut self, text: &str) {
+        let quoted = serde_json::to_string(text).unwrap_or_default();
+        self.buf
+            .extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+    }
+
+    /// The full body with this `max_tokens`; call [`Body::cut`] after sending.
+    pub fn finish(&mut self, max_tokens: u32) -> usize {
+        let len = self.buf.len();
+        self.buf
+            .extend_from_slice(format!(r#"","max_tokens":{max_tokens}}}"#).as_bytes());
+        len
+    }
+
+    /// Remove the per-request tail again.
+    pub fn cut(&mut self, len: usize) {
+        self.buf.truncate(len);
+    }
+
+    /// The bytes to send.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// The token count of a growing context, exact without re-tokenizing it: text
+/// up to the last synthetic word is counted by construction; only the text
+/// after it (replies) is tokenized, together with that word so merges across
+/// the boundary are counted as the server will count them.
+#[derive(Default)]
+pub struct ContextCount {
+    tokens: u64,
+    tail: String,
+    tail_tokens: u64,
+}
+
+impl ContextCount {
+    /// Append `n` synthetic tokens of `text`.
+    pub fn push_synthetic(&mut self, text: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.tokens += n;
+        self.tail.clear();
+        self.tail.push_str(&text[text.rfind(' ').unwrap_or(0)..]);
+        self.tail_tokens = 1;
+    }
+
+    /// Append a reply, counting it with the tokenizer.
+    pub fn push_reply(&mut self, tok: &Tokenizer, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.tail.push_str(text);
+        let c = tok.count(&self.tail) as u64;
+        self.tokens = self.tokens - self.tail_tokens + c;
+        self.tail_tokens = c;
+    }
+
+    /// Text tokens of the context (no BOS).
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+}
+
+/// The synthetic segments of a trace: its first prompt (one token short, for
+/// the server's BOS) and each tool output.
+pub fn synthesize(synth: &Synth, seed: u64, seq: u64, t: &Trace) -> Vec<(String, u64)> {
+    let first = t.input_prompt_length.saturating_sub(SERVER_BOS as u32) as u64;
+    std::iter::once(first)
+        .chain(t.tool_call_output_length.iter().map(|&n| n as u64))
+        .enumerate()
+        .map(|(k, n)| (synth.text(segment_key(seed, seq, k as u32), n as usize), n))
+        .collect()
+}
+
+fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
+    let t = &ctx.workload.traces[job.template];
+    let segments = synthesize(ctx.synth, ctx.seed, job.seq, t);
+    let mut body = Body::new(&ctx.model_json, ctx.client.streaming());
+    let mut count = ContextCount::default();
+    body.push_synthetic(&segments[0].0);
+    count.push_synthetic(&segments[0].0, segments[0].1);
+    let routing_key = format!("trace-{}", job.seq);
+
+    let started = Instant::now();
+    let _ = ctx.events.send(Event::TraceStarted {
+        seq: job.seq,
+        template: job.template,
+        slot,
+        at: ctx.since_epoch(started),
+        late: job.due.map(|d| started.saturating_duration_since(d)),
+    });
+    let mut end_at = started;
+    for turn in 0..t.num_requests() {
+        let max_tokens = t.max_tokens(turn);
+        let tail = body.finish(max_tokens);
+        let result = send_with_retries(ctx, body.bytes(), &routing_key);
+        body.cut(tail);
+        let (reply, sent, retries) = match result {
+            Ok(ok) => ok,
+            Err(f) => {
+                let end = if f.kind == FailureKind::Cancelled {
+                    TraceEnd::Cancelled
+                } else {
+                    TraceEnd::Failed {
+                        kind: f.kind,
+                        message: f.message,
+                    }
+                };
+                let _ = ctx.events.send(Event::TraceEnded {
+                    seq: job.seq,
+                    at: ctx.since_epoch(Instant::now()),
+                    end,
+                });
+                return;
+            }
+        };
+        end_at = sent + reply.latency;
+        let tool_done = Instant::now()
+            + t.tool_call_latency
+                .get(turn)
+                .map(|&s| Duration::from_secs_f64(s))
+                .unwrap_or_default();
+        // Off the timed path from here on: the request has ended.
+        let (itl_sum, itl_count) = itl_of(ctx.tokenizer, &reply);
+        let _ = ctx.events.send(Event::Request(RequestRecord {
+            seq: job.seq,
+            template: job.template,
+            slot,
+            turn,
+            start: ctx.since_epoch(sent),
+            ttft: reply.ttft,
+            latency: reply.latency,
+            max_tokens: max_tokens as u64,
+            usage: reply.usage,
+            expected_prompt_tokens: SERVER_BOS + count.tokens(),
+            itl_sum,
+            itl_count,
+            retries,
+            timings: reply.timings,
+        }));
+        if turn < t.num_turns() {
+            body.push_text(&reply.text);
+            count.push_reply(ctx.tokenizer, &reply.text);
+            let (text, n) = &segments[turn + 1];
+            body.push_synthetic(text);
+            count.push_synthetic(text, *n);
+            if !ctx.sleep(tool_done.saturating_duration_since(Instant::now())) {
+                let _ = ctx.events.send(Event::TraceEnded {
+                    seq: job.seq,
+                    at: ctx.since_epoch(Instant::now()),
+                    end: TraceEnd::Cancelled,
+                });
+                return;
+            }
+        }
+    }
+    let _ = ctx.events.send(Event::TraceEnded {
+        seq: job.seq,
+        at: ctx.since_epoch(end_at),
+        end: TraceEnd::Completed,
+    });
+}
+
+/// Observed inter-token intervals of a reply. A chunk's token count is 1 when
+/// every chunk carries one token (the count of chunks equals the server's
+/// completion tokens); otherwise each chunk's text is tokenized.
+fn itl_of(tok: &Tokenizer, reply: &Reply) -> (Duration, u64) {
+    let times: Vec<Duration> = reply.chunks.iter().map(|c| c.at).collect();
+    let completion = reply
+        .usage
+        .map(|u| u.completion_tokens)
+        .unwrap_or(times.len() as u64);
+    let per_chunk: Vec<u64> = if completion == times.len() as u64 {
+        vec![1; times.len()]
+    } else {
+        let mut start = 0usize;
+        reply
+            .chunks
+            .iter()
+            .map(|c| {
+                let end = c.text_end as usize;
+                let n = tok.count(&reply.text[start..end]).max(1) as u64;
+                start = end;
+                n
+            })
+            .collect()
+    };
+    metrics::itl(&times, &per_chunk)
+}
+
+/// Send with retries and backoff; `Cancelled` when the run stops meanwhile.
+fn send_with_retries(
+    ctx: &SlotContext,
+    body: &[u8],
+    routing_key: &str,
+) -> Result<(Reply, Instant, u32), Failure> {
+    let mut attempt = 0u32;
+    loop {
+        let mut sent = Instant::now();
+        let failure = match ctx.client.complete(body, routing_key, &mut sent) {
+            Ok(reply) => return Ok((reply, sent, attempt)),
+            Err(f) => f,
+        };
+        let cancelled = Failure {
+            kind: FailureKind::Cancelled,
+            message: "run stopped".into(),
+        };
+        if ctx.stop.load(Ordering::SeqCst) {
+            return Err(cancelled);
+        }
+        if !failure.kind.retryable() || attempt >= ctx.max_retries {
+            return Err(failure);
+        }
+        let _ = ctx.events.send(Event::Retry {
+            kind: failure.kind,
+            message: failure.message,
+        });
+        let backoff = Duration::from_secs_f64((0.25 * 2f64.powi(attempt as i32)).min(8.0));
+        if !ctx.sleep(backoff) {
+            return Err(cancelled);
+        }
+        attempt += 1;
+    }
+}

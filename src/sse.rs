@@ -1,0 +1,326 @@
+//! Server-sent events of an OpenAI-compatible completion stream, parsed without
+//! I/O: one [`Stream`] is fed raw lines with the time each was read, and knows
+//! the text, the token-carrying chunks, the usage and whether the stream ended
+//! properly. Non-streaming bodies go through [`parse_chunk`] too.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Server-reported token usage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens as the server tokenized them (BOS included).
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+    /// `prompt_tokens_details.cached_tokens`; `None` when the server sent none.
+    pub cached_tokens: Option<u64>,
+}
+
+/// llama.cpp's own `timings` object, when the server sends one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerTimings {
+    /// Prompt tokens reused from the slot's cache.
+    #[serde(default)]
+    pub cache_n: u64,
+    /// Prompt tokens processed.
+    #[serde(default)]
+    pub prompt_n: u64,
+    /// Time spent on the prompt, ms.
+    #[serde(default)]
+    pub prompt_ms: f64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub predicted_n: u64,
+    /// Time spent generating, ms.
+    #[serde(default)]
+    pub predicted_ms: f64,
+}
+
+#[derive(Deserialize)]
+struct RawUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<RawDetails>,
+}
+
+#[derive(Deserialize)]
+struct RawDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawChoice<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<RawChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
+    #[serde(default)]
+    timings: Option<ServerTimings>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// One parsed chunk (or a whole non-streaming body).
+#[derive(Debug, Default, PartialEq)]
+pub struct Chunk<'a> {
+    /// Whether the chunk carries a choice (what TTFT waits for).
+    pub has_choice: bool,
+    /// The first choice's text.
+    pub text: Cow<'a, str>,
+    /// The first choice's finish reason.
+    pub finish_reason: Option<Cow<'a, str>>,
+    /// Usage, when this chunk carries it.
+    pub usage: Option<Usage>,
+    /// llama.cpp timings, when this chunk carries them.
+    pub timings: Option<ServerTimings>,
+}
+
+/// Parse one JSON chunk.
+pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
+    let raw: RawChunk =
+        serde_json::from_slice(data).map_err(|e| format!("malformed chunk: {e}"))?;
+    if let Some(err) = raw.error {
+        return Err(format!(
+            "server error in stream: {}",
+            cut(&err.to_string(), 200)
+        ));
+    }
+    let mut chunk = Chunk {
+        usage: raw.usage.map(|u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        }),
+        timings: raw.timings,
+        ..Chunk::default()
+    };
+    if let Some(first) = raw.choices.and_then(|c| c.into_iter().next()) {
+        chunk.has_choice = true;
+        chunk.text = first.text.unwrap_or_default();
+        chunk.finish_reason = first.finish_reason;
+    }
+    Ok(chunk)
+}
+
+/// What one SSE line is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A `data:` payload (JSON).
+    Data(&'a [u8]),
+    /// `data: [DONE]`.
+    Done,
+    /// Blank lines, comments, `event:`/`id:` fields.
+    Other,
+}
+
+/// Classify one raw line (with or without its line ending).
+pub fn classify(line: &[u8]) -> Line<'_> {
+    let line = trim_eol(line);
+    let Some(rest) = line.strip_prefix(b"data:") else {
+        return Line::Other;
+    };
+    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+    if rest == b"[DONE]" {
+        Line::Done
+    } else {
+        Line::Data(rest)
+    }
+}
+
+fn trim_eol(mut line: &[u8]) -> &[u8] {
+    while let [head @ .., b'\n' | b'\r'] = line {
+        line = head;
+    }
+    line
+}
+
+fn cut(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// Why a stream is not a good response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamError {
+    /// A chunk that is not the JSON we expect, or an error object.
+    Malformed(String),
+    /// The stream ended before `[DONE]` / a finish reason.
+    Truncated,
+    /// The stream ended properly without a single choice chunk.
+    NoChoices,
+}
+
+/// A token-carrying chunk: when it was read and where its text ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkMark {
+    /// Time since the request was sent.
+    pub at: Duration,
+    /// Byte offset in [`Stream::text`] where this chunk's text ends.
+    pub text_end: u32,
+}
+
+/// The state of one streamed response, fed line by line.
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// Concatenated text of all choices.
+    pub text: String,
+    /// Token-carrying chunks, in order.
+    pub chunks: Vec<ChunkMark>,
+    /// When the first choice chunk arrived.
+    pub first_choice: Option<Duration>,
+    /// Usage, wherever in the stream it came.
+    pub usage: Option<Usage>,
+    /// llama.cpp timings, when sent.
+    pub timings: Option<ServerTimings>,
+    /// A finish reason was seen.
+    pub finished: bool,
+    /// `[DONE]` was seen.
+    pub done: bool,
+}
+
+impl Stream {
+    /// Feed one line read at `at` (time since the request was sent).
+    pub fn feed(&mut self, line: &[u8], at: Duration) -> Result<(), StreamError> {
+        let data = match classify(line) {
+            Line::Other => return Ok(()),
+            Line::Done => {
+                self.done = true;
+                return Ok(());
+            }
+            Line::Data(d) => d,
+        };
+        let chunk = parse_chunk(data).map_err(StreamError::Malformed)?;
+        if chunk.has_choice {
+            self.first_choice.get_or_insert(at);
+            if !chunk.text.is_empty() {
+                self.text.push_str(&chunk.text);
+                self.chunks.push(ChunkMark {
+                    at,
+                    text_end: self.text.len() as u32,
+                });
+            }
+            if chunk.finish_reason.is_some() {
+                self.finished = true;
+            }
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        if chunk.timings.is_some() {
+            self.timings = chunk.timings;
+        }
+        Ok(())
+    }
+
+    /// Check the stream at its end (EOF).
+    pub fn finish(&self) -> Result<(), StreamError> {
+        if !self.done && !self.finished {
+            return Err(StreamError::Truncated);
+        }
+        if self.first_choice.is_none() {
+            return Err(StreamError::NoChoices);
+        }
+        Ok(())
+    }
+
+    /// Text of token-carrying chunk `i`.
+    pub fn chunk_text(&self, i: usize) -> &str {
+        let start = if i == 0 {
+            0
+        } else {
+            self.chunks[i - 1].text_end as usize
+        };
+        &self.text[start..self.chunks[i].text_end as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/llama-server-stream.sse");
+
+    fn feed_all(body: &[u8]) -> (Stream, Result<(), StreamError>) {
+        let mut s = Stream::default();
+        for (i, line) in body.split_inclusive(|&b| b == b'\n').enumerate() {
+            if let Err(e) = s.feed(line, Duration::from_millis(i as u64)) {
+                return (s, Err(e));
+            }
+        }
+        let r = s.finish();
+        (s, r)
+    }
+
+    #[test]
+    fn llama_server_fixture() {
+        let (s, r) = feed_all(FIXTURE);
+        assert_eq!(r, Ok(()));
+        assert_eq!(s.text, " Distval :fixy");
+        assert_eq!(s.chunks.len(), 5);
+        assert_eq!(s.chunk_text(2), " :");
+        assert_eq!(s.first_choice, Some(Duration::from_millis(0)));
+        assert_eq!(
+            s.usage,
+            Some(Usage {
+                prompt_tokens: 18,
+                completion_tokens: 5,
+                cached_tokens: Some(1)
+            })
+        );
+        let t = s.timings.unwrap();
+        assert_eq!((t.cache_n, t.prompt_n, t.predicted_n), (1, 17, 5));
+        assert!(s.done && s.finished);
+    }
+
+    #[test]
+    fn vllm_style_usage_chunk_and_truncation() {
+        let body = b"data: {\"choices\":[{\"text\":\" a\",\"finish_reason\":null}]}\n\n\
+data: {\"choices\":[{\"text\":\" b\",\"finish_reason\":\"length\"}]}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n\
+data: [DONE]\n\n";
+        let (s, r) = feed_all(body);
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            s.usage,
+            Some(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 2,
+                cached_tokens: None
+            })
+        );
+        let cut = &body[..60];
+        let (_, r) = feed_all(&cut[..cut.iter().rposition(|&b| b == b'\n').unwrap() + 1]);
+        assert_eq!(r, Err(StreamError::Truncated));
+    }
+
+    #[test]
+    fn malformed_and_error_chunks() {
+        let (_, r) = feed_all(b"data: {\"choices\": [\n");
+        assert!(matches!(r, Err(StreamError::Malformed(_))));
+        let (_, r) = feed_all(b"data: {\"error\":{\"message\":\"boom\"}}\n");
+        assert!(matches!(r, Err(StreamError::Malformed(m)) if m.contains("boom")));
+        let (_, r) = feed_all(b": keep-alive\n\ndata: [DONE]\n");
+        assert_eq!(r, Err(StreamError::NoChoices));
+    }
+
+    #[test]
+    fn classify_lines() {
+        assert_eq!(classify(b"data: [DONE]\r\n"), Line::Done);
+        assert_eq!(classify(b"data:{}\n"), Line::Data(b"{}"));
+        assert_eq!(classify(b"event: x\n"), Line::Other);
+    }
+}

@@ -1,0 +1,156 @@
+//! The one result type of a run. The tables, the `benchmark complete` line and
+//! the files are all rendered from a [`Summary`]; every field carries its unit
+//! in its name.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{CurvePoint, Rates, Stats};
+
+/// One completed trace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceRecord {
+    /// Trace sequence number.
+    pub seq: u64,
+    /// Template index in the workload.
+    pub template: usize,
+    /// Slot that ran it.
+    pub slot: usize,
+    /// Start, seconds since the run started.
+    pub start_s: f64,
+    /// Trace start to the end of its final response.
+    pub latency_s: f64,
+    /// TTFT of its first request (streaming only).
+    pub ttft_s: Option<f64>,
+    /// Trace start to the first chunk of its final request (streaming only).
+    pub ttfat_s: Option<f64>,
+    /// Mean decode tokens/s of its requests (streaming only).
+    pub decode_tps: Option<f64>,
+    /// 1000 / decode_tps (streaming only).
+    pub decode_tpot_ms: Option<f64>,
+    /// Mean observed inter-token interval (streaming only).
+    pub itl_ms: Option<f64>,
+    /// Σ cached / Σ prompt tokens, server-reported.
+    pub cache_hit_rate_pct: f64,
+    /// Σ cached / Σ eligible prompt tokens.
+    pub eligible_cache_hit_rate_pct: f64,
+    /// Server-reported completion tokens of each request.
+    pub output_tokens_per_turn: Vec<u64>,
+    /// Their sum.
+    pub output_tokens_per_trace: u64,
+    /// Retried attempts over all its requests.
+    pub retries: u32,
+}
+
+/// Stats over completed traces, one per table column.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerTrace {
+    /// `Latency (s)`.
+    pub latency_s: Stats,
+    /// `TTFT (s)`.
+    pub ttft_s: Stats,
+    /// `TTFAT (s)`.
+    pub ttfat_s: Stats,
+    /// `Decode TPS (tok/s)`.
+    pub decode_tps: Stats,
+    /// `Decode TPOT (ms/tok)`.
+    pub decode_tpot_ms: Stats,
+    /// `ITL (ms)`.
+    pub itl_ms: Stats,
+    /// `Cache hit rate (%)`.
+    pub cache_hit_rate_pct: Stats,
+    /// `Eligible cache hit rate (%)`.
+    pub eligible_cache_hit_rate_pct: Stats,
+    /// `Output tokens/turn`.
+    pub output_tokens_per_turn: Stats,
+    /// `Output tokens/trace`.
+    pub output_tokens_per_trace: Stats,
+}
+
+/// Failures of one kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailureCount {
+    /// Failed traces whose last failure was of this kind.
+    pub traces: u64,
+    /// Failed attempts that were retried.
+    pub retried_attempts: u64,
+    /// A few example messages.
+    pub examples: Vec<String>,
+}
+
+/// Open-loop arrival figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArrivalStats {
+    /// Median lateness of trace starts versus their schedule.
+    pub late_s_p50: f64,
+    /// 99th percentile lateness.
+    pub late_s_p99: f64,
+    /// Arrivals that waited for the in-flight limit.
+    pub waited_for_limit: u64,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Model name sent to the endpoint.
+    pub model: String,
+    /// Endpoint base URL.
+    pub endpoint: String,
+    /// Workload path.
+    pub workload: String,
+    /// Trace templates in the workload.
+    pub workload_templates: usize,
+    /// Closed-loop slots (None in open loop).
+    pub concurrency: Option<usize>,
+    /// Open-loop traces/s (None in closed loop).
+    pub arrival_rate: Option<f64>,
+    /// Deadline for starting traces, seconds.
+    pub duration_s: f64,
+    /// GPUs, when given.
+    pub num_gpus: Option<u32>,
+    /// Seed.
+    pub seed: u64,
+    /// Whether responses streamed.
+    pub stream: bool,
+    /// Completed traces (the Python version calls them requests).
+    pub completed_requests: u64,
+    /// Failed traces.
+    pub failed_requests: u64,
+    /// Traces cancelled in flight at the deadline or on Ctrl+C.
+    pub cancelled_traces: u64,
+    /// Traces started.
+    pub started_traces: u64,
+    /// Successful HTTP requests.
+    pub http_requests: u64,
+    /// Requests whose server-reported prompt_tokens differed from what trie meant to send.
+    pub prompt_token_mismatches: u64,
+    /// Requests without usage (completion fell back to max_tokens).
+    pub requests_without_usage: u64,
+    /// Requests whose usage had no cached_tokens.
+    pub requests_without_cached_tokens: u64,
+    /// Run start to the moment every slot had stopped.
+    pub wall_time_s: f64,
+    /// Completed traces per wall-clock second.
+    pub trace_per_s: f64,
+    /// Per-trace stats.
+    pub per_trace: PerTrace,
+    /// Token rates over the wall time.
+    pub overall: Rates,
+    /// Slope over the last 30 s.
+    pub last_30s_window: Rates,
+    /// Slope after the first 20 % (the headline).
+    pub steady_state: Rates,
+    /// Steady state / num_gpus.
+    pub steady_state_per_gpu: Option<Rates>,
+    /// Failures by kind name (`http_503`, `reset`, ...).
+    pub failures: BTreeMap<String, FailureCount>,
+    /// Open-loop arrival figures.
+    pub arrival: Option<ArrivalStats>,
+    /// Stopped by Ctrl+C / SIGTERM.
+    pub interrupted: bool,
+    /// Completed traces.
+    pub traces: Vec<TraceRecord>,
+    /// The cumulative token curve.
+    pub curve: Vec<CurvePoint>,
+}

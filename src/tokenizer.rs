@@ -1,0 +1,189 @@
+//! Finding and loading the client-side tokenizer (`tokenizer.json`, the Hugging
+//! Face format) that must match the server's.
+//!
+//! `--tokenizer` may be a file, a directory holding `tokenizer.json`, or a Hub
+//! model id `ORG/NAME`: looked up in the local Hub cache (`HF_HUB_CACHE`, else
+//! `HF_HOME/hub`, else `~/.cache/huggingface/hub`) and otherwise downloaded from
+//! `HF_ENDPOINT` (with `HF_TOKEN`) into that cache.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::hub;
+
+/// A loaded tokenizer; counting never adds special tokens (the server adds BOS).
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Where it was loaded from (for the run configuration and messages).
+    pub source: String,
+}
+
+impl Tokenizer {
+    /// Load a `tokenizer.json` file.
+    pub fn from_file(path: &Path) -> Result<Tokenizer> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::usage(format!(
+                "tokenizer {}: cannot read it ({e}); pass --tokenizer with a tokenizer.json file, a directory holding one, or a Hub id ORG/NAME",
+                path.display()
+            ))
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Load a tokenizer from the bytes of a `tokenizer.json`.
+    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Tokenizer> {
+        // Our own threads are the parallelism; rayon inside encode would only
+        // compete with them.
+        tokenizers::utils::parallelism::set_parallelism(false);
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
+            Error::usage(format!(
+                "tokenizer {source}: not a valid tokenizer.json ({e}); pass --tokenizer with the tokenizer.json of the served model"
+            ))
+        })?;
+        Ok(Tokenizer {
+            inner,
+            source: source.to_string(),
+        })
+    }
+
+    /// Token ids of `text`, without special tokens.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        match self.inner.encode_fast(text, false) {
+            Ok(enc) => enc.get_ids().to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Number of tokens of `text`, without special tokens.
+    pub fn count(&self, text: &str) -> usize {
+        if text.is_empty() {
+            return 0;
+        }
+        self.encode(text).len()
+    }
+
+    /// Text of one token id (empty for unknown ids).
+    pub fn decode_one(&self, id: u32) -> String {
+        self.inner.decode(&[id], false).unwrap_or_default()
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> u32 {
+        self.inner.get_vocab_size(true) as u32
+    }
+}
+
+/// The local Hub cache directory.
+pub fn hub_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d).join("hub");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/huggingface/hub")
+}
+
+/// Is `spec` shaped like a Hub model id (`ORG/NAME`)?
+fn is_hub_id(spec: &str) -> bool {
+    let mut parts = spec.split('/');
+    let (Some(org), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let ok = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    ok(org) && ok(name)
+}
+
+/// Resolve `--tokenizer` to a `tokenizer.json` path, downloading it if needed.
+pub fn resolve(spec: &str) -> Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if path.is_dir() {
+        let file = path.join("tokenizer.json");
+        if file.is_file() {
+            return Ok(file);
+        }
+        return Err(Error::usage(format!(
+            "tokenizer directory {spec} has no tokenizer.json; pass --tokenizer with the file itself or a directory that holds one"
+        )));
+    }
+    if !is_hub_id(spec) {
+        return Err(Error::usage(format!(
+            "tokenizer '{spec}' not found: it is not a file, not a directory, and not a Hub id ORG/NAME; pass --tokenizer PATH|DIR|ORG/NAME"
+        )));
+    }
+    let (org, name) = spec.split_once('/').expect("checked by is_hub_id");
+    let repo_dir = hub_cache_dir().join(format!("models--{org}--{name}"));
+    if let Some(found) = cached_snapshot(&repo_dir) {
+        return Ok(found);
+    }
+    let url = format!(
+        "{}/{org}/{name}/resolve/main/tokenizer.json",
+        hub::endpoint()
+    );
+    let staging = repo_dir.join("snapshots/.trie-download/tokenizer.json");
+    let token = std::env::var("HF_TOKEN").ok();
+    let got = hub::download(&url, &staging, token.as_deref()).map_err(|e| {
+        Error::usage(format!(
+            "tokenizer '{spec}' is not in the local Hub cache ({}) and could not be downloaded: {e}; pass --tokenizer with a local tokenizer.json",
+            repo_dir.display()
+        ))
+    })?;
+    let rev = got.commit.unwrap_or_else(|| "main".to_string());
+    let final_dir = repo_dir.join("snapshots").join(&rev);
+    std::fs::create_dir_all(&final_dir)
+        .and_then(|_| std::fs::rename(&staging, final_dir.join("tokenizer.json")))
+        .and_then(|_| std::fs::create_dir_all(repo_dir.join("refs")))
+        .and_then(|_| std::fs::write(repo_dir.join("refs/main"), &rev))
+        .map_err(|e| {
+            Error::run(format!(
+                "cannot store tokenizer in {}: {e}",
+                final_dir.display()
+            ))
+        })?;
+    Ok(final_dir.join("tokenizer.json"))
+}
+
+/// A snapshot's tokenizer.json in a Hub cache repo directory: the one `refs/main`
+/// names, else any snapshot that has one.
+fn cached_snapshot(repo_dir: &Path) -> Option<PathBuf> {
+    let snapshots = repo_dir.join("snapshots");
+    if let Ok(rev) = std::fs::read_to_string(repo_dir.join("refs/main")) {
+        let file = snapshots.join(rev.trim()).join("tokenizer.json");
+        if file.is_file() {
+            return Some(file);
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path().join("tokenizer.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids() {
+        assert!(is_hub_id("deepseek-ai/DeepSeek-V3"));
+        assert!(is_hub_id("org/name.v2"));
+        assert!(!is_hub_id("trie-sim"));
+        assert!(!is_hub_id("./x/y"));
+        assert!(!is_hub_id("/abs/path"));
+        assert!(!is_hub_id("a/b/c"));
+    }
+}

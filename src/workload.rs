@@ -1,0 +1,339 @@
+//! Workload files: JSONL trace templates, their validation (file:line, field,
+//! what was expected), and the dataset aliases downloaded from the hub.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::hub;
+
+/// One trace template: a row of the workload file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// Tokens in the initial user prompt.
+    pub input_prompt_length: u32,
+    /// Tokens the model generates on each tool-use turn.
+    pub assistant_response_length: Vec<u32>,
+    /// Tokens of tool output appended after each turn.
+    pub tool_call_output_length: Vec<u32>,
+    /// Seconds the simulated tool takes after each turn.
+    pub tool_call_latency: Vec<f64>,
+    /// Tokens of the final answer.
+    pub final_assistant_response_length: u32,
+}
+
+/// Workload accounting of one request (SPEC §5): what the template says is new,
+/// cached and generated, independent of what the server reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TurnTokens {
+    /// Prompt tokens new on this request (input prompt, or the last tool output).
+    pub new_prompt: u64,
+    /// Prompt tokens already in the context before this request's new part.
+    pub cached_prompt: u64,
+    /// Tokens the request generates.
+    pub completion: u64,
+}
+
+impl Trace {
+    /// Tool-use turns.
+    pub fn num_turns(&self) -> usize {
+        self.assistant_response_length.len()
+    }
+
+    /// Requests the trace issues: one per turn plus the final one.
+    pub fn num_requests(&self) -> usize {
+        self.num_turns() + 1
+    }
+
+    /// `max_tokens` of request `i` (`i == num_turns` is the final request).
+    pub fn max_tokens(&self, i: usize) -> u32 {
+        self.assistant_response_length
+            .get(i)
+            .copied()
+            .unwrap_or(self.final_assistant_response_length)
+    }
+
+    /// Workload accounting of request `i`.
+    pub fn turn_tokens(&self, i: usize) -> TurnTokens {
+        let new_prompt = if i == 0 {
+            self.input_prompt_length as u64
+        } else {
+            self.tool_call_output_length[i - 1] as u64
+        };
+        let context_before: u64 = self.input_prompt_length as u64
+            + (0..i)
+                .map(|j| {
+                    self.assistant_response_length[j] as u64
+                        + self.tool_call_output_length[j] as u64
+                })
+                .sum::<u64>();
+        TurnTokens {
+            new_prompt,
+            cached_prompt: context_before - new_prompt,
+            completion: self.max_tokens(i) as u64,
+        }
+    }
+}
+
+/// A loaded workload.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// FNV-1a 64-bit hash of the file's bytes, in hex.
+    pub content_hash: String,
+    /// The trace templates, in file order.
+    pub traces: Vec<Trace>,
+}
+
+/// Dataset aliases: name → file in the hub dataset `lightseekorg/trie-dataset`.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("agentic", "agentic_coding_8k.jsonl"),
+    ("qa", "code_qa_8k.jsonl"),
+    ("office", "office_work_8k.jsonl"),
+];
+
+/// The dataset cache directory: `TRIE_DATASET_CACHE`, else `/tmp/trie-dataset`.
+pub fn dataset_cache() -> PathBuf {
+    std::env::var_os("TRIE_DATASET_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/trie-dataset"))
+}
+
+/// Resolve `--workload`: an alias (downloaded once into the cache) or a path.
+pub fn resolve(spec: &str) -> Result<PathBuf> {
+    let Some((_, file)) = ALIASES.iter().find(|(a, _)| *a == spec) else {
+        return Ok(PathBuf::from(spec));
+    };
+    let dest = dataset_cache().join(file);
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    let url = format!(
+        "{}/datasets/lightseekorg/trie-dataset/resolve/main/{file}",
+        hub::endpoint()
+    );
+    let token = std::env::var("HF_TOKEN").ok();
+    log::info!("downloading workload {spec} from {url}");
+    hub::download(&url, &dest, token.as_deref()).map_err(|e| {
+        Error::usage(format!(
+            "workload alias '{spec}': download failed: {e}; set HF_ENDPOINT to a reachable hub or pass a local JSONL path"
+        ))
+    })?;
+    Ok(dest)
+}
+
+/// Read and validate a workload file.
+pub fn load(path: &Path) -> Result<Workload> {
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        return Err(Error::usage(format!(
+            "workload {shown} is a directory; pass a JSONL file or an alias (agentic, qa, office)"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::NotFound {
+            "no such file".to_string()
+        } else {
+            format!("cannot read it: {e}")
+        };
+        Error::usage(format!(
+            "workload {shown}: {why}; pass a JSONL file or an alias (agentic, qa, office)"
+        ))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::usage(format!(
+            "workload {shown}: not UTF-8 text ({e}); a workload is JSONL"
+        ))
+    })?;
+    let traces = parse(&shown, &text)?;
+    Ok(Workload {
+        path: path.to_path_buf(),
+        content_hash: fnv1a_hex(text.as_bytes()),
+        traces,
+    })
+}
+
+/// FNV-1a 64-bit of `bytes`, as 16 hex digits.
+pub fn fnv1a_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Parse JSONL text; `name` prefixes every message (`name:line: ...`).
+pub fn parse(name: &str, text: &str) -> Result<Vec<Trace>> {
+    let mut traces = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{name}:{}", i + 1);
+        traces.push(parse_row(&at, line).map_err(Error::Usage)?);
+    }
+    if traces.is_empty() {
+        return Err(Error::usage(format!(
+            "workload {name}: no traces (the file is empty); a workload has one JSON object per line"
+        )));
+    }
+    Ok(traces)
+}
+
+fn parse_row(at: &str, line: &str) -> std::result::Result<Trace, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        let hint = if line.contains("NaN") || line.contains("Infinity") {
+            " (NaN and Infinity are not valid JSON numbers)"
+        } else {
+            ""
+        };
+        format!("{at}: not valid JSON: {e}{hint}; each line must be one JSON object")
+    })?;
+    let Value::Object(obj) = &value else {
+        return Err(format!(
+            "{at}: expected a JSON object, got {}",
+            short(&value)
+        ));
+    };
+    let field = |name: &str| -> std::result::Result<&Value, String> {
+        obj.get(name)
+            .ok_or_else(|| format!("{at}: missing field {name}"))
+    };
+    let num_turns = count(at, "num_turns", field("num_turns")?)? as usize;
+    let input_prompt_length = count(at, "input_prompt_length", field("input_prompt_length")?)?;
+    let final_len = count(
+        at,
+        "final_assistant_response_length",
+        field("final_assistant_response_length")?,
+    )?;
+    let list = |name: &str| -> std::result::Result<&Vec<Value>, String> {
+        match field(name)? {
+            Value::Array(items) if items.len() == num_turns => Ok(items),
+            Value::Array(items) => Err(format!(
+                "{at}: {name} has {} entries, num_turns is {num_turns}",
+                items.len()
+            )),
+            other => Err(format!(
+                "{at}: {name} must be a list of {num_turns} numbers, got {}",
+                short(other)
+            )),
+        }
+    };
+    let ints = |name: &str| -> std::result::Result<Vec<u32>, String> {
+        list(name)?
+            .iter()
+            .enumerate()
+            .map(|(j, v)| count(at, &format!("{name}[{j}]"), v))
+            .collect()
+    };
+    let assistant_response_length = ints("assistant_response_length")?;
+    let tool_call_output_length = ints("tool_call_output_length")?;
+    let tool_call_latency = list("tool_call_latency")?
+        .iter()
+        .enumerate()
+        .map(|(j, v)| match v.as_f64() {
+            Some(x) if x.is_finite() && x >= 0.0 => Ok(x),
+            _ => Err(format!(
+                "{at}: tool_call_latency[{j}] must be a finite number of seconds >= 0, got {}",
+                short(v)
+            )),
+        })
+        .collect::<std::result::Result<Vec<f64>, String>>()?;
+    Ok(Trace {
+        input_prompt_length,
+        assistant_response_length,
+        tool_call_output_length,
+        tool_call_latency,
+        final_assistant_response_length: final_len,
+    })
+}
+
+/// A token count: an integer in `0..=u32::MAX`.
+fn count(at: &str, name: &str, v: &Value) -> std::result::Result<u32, String> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            format!(
+                "{at}: {name} must be a non-negative integer, got {}",
+                short(v)
+            )
+        })
+}
+
+/// A value for an error message, cut to 40 characters.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 {
+        format!("{}...", s.chars().take(40).collect::<String>())
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROW: &str = r#"{"num_turns": 2, "input_prompt_length": 32, "assistant_response_length": [16, 20], "tool_call_output_length": [8, 12], "tool_call_latency": [0.0, 0.5], "final_assistant_response_length": 64, "extra": 1}"#;
+
+    #[test]
+    fn parses_row_and_skips_blank_lines() {
+        let t = parse("w.jsonl", &format!("\n{ROW}\n  \n")).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].num_requests(), 3);
+        assert_eq!(t[0].max_tokens(1), 20);
+        assert_eq!(t[0].max_tokens(2), 64);
+    }
+
+    #[test]
+    fn turn_accounting_follows_spec() {
+        let t = &parse("w", ROW).unwrap()[0];
+        assert_eq!(
+            t.turn_tokens(0),
+            TurnTokens {
+                new_prompt: 32,
+                cached_prompt: 0,
+                completion: 16
+            }
+        );
+        assert_eq!(
+            t.turn_tokens(1),
+            TurnTokens {
+                new_prompt: 8,
+                cached_prompt: 32 + 16,
+                completion: 20
+            }
+        );
+        assert_eq!(
+            t.turn_tokens(2),
+            TurnTokens {
+                new_prompt: 12,
+                cached_prompt: 32 + 16 + 8 + 20,
+                completion: 64
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let bad = ROW.replace("[0.0, 0.5]", "[0.0]");
+        let e = parse("w.jsonl", &format!("{ROW}\n{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "w.jsonl:2: tool_call_latency has 1 entries, num_turns is 2"
+        );
+        let e = parse("w.jsonl", &ROW.replace("[16, 20]", "[16, -3]"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "w.jsonl:1: assistant_response_length[1] must be a non-negative integer, got -3"
+        );
+    }
+}
