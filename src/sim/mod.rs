@@ -70,7 +70,7 @@ impl Default for Faults {
 }
 
 /// The fault one request gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// Answer normally.
     None,

@@ -1,0 +1,5 @@
+//! The one integration-test binary. Servers run in-process on 127.0.0.1:0.
+
+mod harness;
+mod sim;
+mod util;
