@@ -180,7 +180,7 @@ impl Config {
     /// Check values that the builder could not check one at a time.
     pub fn validate(&self) -> Result<()> {
         match self.load {
-            LoadModel::Closed { concurrency } if concurrency == 0 => {
+            LoadModel::Closed { concurrency: 0 } => {
                 return Err(Error::usage("--concurrency must be at least 1"));
             }
             LoadModel::Open {
@@ -245,12 +245,10 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
             "--endpoint '{raw}' has no valid host; {fix}"
         )));
     }
-    if let Some(port) = port {
-        if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
-            return Err(Error::usage(format!(
-                "--endpoint '{raw}': port '{port}' is not a port number 1-65535; {fix}"
-            )));
-        }
+    if let Some(port) = port.filter(|p| p.parse::<u16>().map(|p| p == 0).unwrap_or(true)) {
+        return Err(Error::usage(format!(
+            "--endpoint '{raw}': port '{port}' is not a port number 1-65535; {fix}"
+        )));
     }
     if rest.contains(['?', '#']) {
         return Err(Error::usage(format!(

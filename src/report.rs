@@ -87,7 +87,10 @@ fn per_trace_columns(s: &Summary) -> Vec<(&'static str, &'static str, &Stats, us
 }
 
 /// Workload rate rows: (title, key suffix, getter).
-const RATE_ROWS: [(&str, &str, fn(&Rates) -> f64); 4] = [
+/// (row title, key suffix, getter).
+type RateRow = (&'static str, &'static str, fn(&Rates) -> f64);
+
+const RATE_ROWS: [RateRow; 4] = [
     ("total prompt tok/s", "prompt_tok_per_s", |r| {
         r.prompt_tok_per_s
     }),
@@ -168,8 +171,24 @@ pub fn complete_pairs(s: &Summary) -> Vec<(String, String)> {
 }
 
 fn table(titles: Vec<String>) -> Table {
+    use format::{LinePosition, LineSeparator};
     let mut t = Table::new();
-    t.set_format(*format::consts::FORMAT_BOX_CHARS);
+    t.set_format(
+        format::FormatBuilder::new()
+            .column_separator('│')
+            .borders('│')
+            .separators(&[LinePosition::Top], LineSeparator::new('─', '┬', '┌', '┐'))
+            .separators(
+                &[LinePosition::Title],
+                LineSeparator::new('─', '┼', '├', '┤'),
+            )
+            .separators(
+                &[LinePosition::Bottom],
+                LineSeparator::new('─', '┴', '└', '┘'),
+            )
+            .padding(1, 1)
+            .build(),
+    );
     t.set_titles(Row::new(titles.iter().map(|s| Cell::new(s)).collect()));
     t
 }

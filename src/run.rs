@@ -289,7 +289,7 @@ fn feed_open(
     events: &Sender<Event>,
     spawn_worker: &mut dyn FnMut() -> bool,
 ) {
-    let mut rng = Rng::new(mix(seed ^ 0xa221_7a1));
+    let mut rng = Rng::new(mix(seed ^ 0x0a22_17a1));
     let mut due = epoch;
     let mut can_grow = true;
     for seq in 0u64.. {

@@ -143,13 +143,11 @@ fn parse_params(body: &[u8], model: &str) -> Result<Params, (u16, String)> {
     let Value::Object(o) = v else {
         return Err(bad("the body must be a JSON object".into()));
     };
-    if let Some(m) = o.get("model") {
-        if m.as_str() != Some(model) {
-            return Err((
-                404,
-                format!("The model `{}` does not exist.", m.as_str().unwrap_or("?")),
-            ));
-        }
+    if let Some(m) = o.get("model").filter(|m| m.as_str() != Some(model)) {
+        return Err((
+            404,
+            format!("The model `{}` does not exist.", m.as_str().unwrap_or("?")),
+        ));
     }
     let prompt = match o.get("prompt") {
         Some(Value::String(s)) => Prompt::Text(s.clone()),

@@ -66,14 +66,10 @@ pub fn post(url: &str, body: &str) -> (u16, String) {
             let status = resp.status().as_u16();
             let mut s = String::new();
             let r = resp.into_body().into_reader().read_to_string(&mut s);
-            (
-                status,
-                if r.is_ok() {
-                    s
-                } else {
-                    format!("{s}<read error: {}>", r.unwrap_err())
-                },
-            )
+            match r {
+                Ok(_) => (status, s),
+                Err(e) => (status, format!("{s}<read error: {e}>")),
+            }
         }
         Err(e) => (0, format!("<error: {e}>")),
     }
