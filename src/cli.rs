@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
-use crate::config::{Arrival, Config, LoadModel, parse_endpoint};
+use crate::config::{Arrival, Config, LoadModel};
 use crate::error::{Error, Result};
 use crate::sim::SimConfig;
 
@@ -179,6 +179,14 @@ const PY_WORDS: &[(&str, &str)] = &[
     ("duration_update_interval", "--progress-interval"),
 ];
 
+/// Run flags that have no Python-style word.
+const FLAG_ONLY: &[&str] = &["--arrival", "--max-inflight"];
+
+/// Whether `flag` is a run flag that takes a value.
+fn takes_value(flag: &str) -> bool {
+    FLAG_ONLY.contains(&flag) || PY_WORDS.iter().any(|(_, f)| *f == flag && *f != "--stream")
+}
+
 impl Raw {
     /// Store `value` for `flag`; `false` for an unknown flag.
     fn set(&mut self, flag: &str, value: String) -> Result<bool> {
@@ -219,7 +227,6 @@ impl Raw {
                 Error::usage("--endpoint is required (or set OPENAI_BASE_URL); `--endpoint sim` runs the built-in engine")
             })?;
         let mut cfg = Config::new(&workload, &endpoint)?;
-        cfg.endpoint = parse_endpoint(&endpoint)?;
         cfg.model = self.model.filter(|m| !m.is_empty());
         cfg.tokenizer = self.tokenizer.filter(|t| !t.is_empty());
         cfg.load = match (self.concurrency, self.arrival_rate) {
@@ -318,7 +325,7 @@ pub fn parse(args: Vec<OsString>) -> Result<(Command, bool)> {
                         "unknown flag --stream: streaming is the default; --no-stream turns it off",
                     ));
                 }
-                if !raw.set(&flag, String::new())? {
+                if !takes_value(&flag) {
                     return Err(Error::usage(format!(
                         "unknown flag {flag}; see trie --help"
                     )));

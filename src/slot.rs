@@ -284,15 +284,10 @@ fn itl_of(tok: &Tokenizer, reply: &Reply) -> (Duration, u64) {
     let per_chunk: Vec<u64> = if completion == times.len() as u64 {
         vec![1; times.len()]
     } else {
-        let mut start = 0usize;
-        reply
-            .chunks
-            .iter()
-            .map(|c| {
-                let end = c.text_end as usize;
-                let n = tok.count(&reply.text[start..end]).max(1) as u64;
-                start = end;
-                n
+        (0..reply.chunks.len())
+            .map(|i| {
+                tok.count(crate::sse::chunk_text(&reply.text, &reply.chunks, i))
+                    .max(1) as u64
             })
             .collect()
     };

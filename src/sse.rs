@@ -239,13 +239,18 @@ impl Stream {
 
     /// Text of token-carrying chunk `i`.
     pub fn chunk_text(&self, i: usize) -> &str {
-        let start = if i == 0 {
-            0
-        } else {
-            self.chunks[i - 1].text_end as usize
-        };
-        &self.text[start..self.chunks[i].text_end as usize]
+        chunk_text(&self.text, &self.chunks, i)
     }
+}
+
+/// Text of chunk `i` of `chunks` marking the concatenated `text`.
+pub fn chunk_text<'a>(text: &'a str, chunks: &[ChunkMark], i: usize) -> &'a str {
+    let start = if i == 0 {
+        0
+    } else {
+        chunks[i - 1].text_end as usize
+    };
+    &text[start..chunks[i].text_end as usize]
 }
 
 #[cfg(test)]
