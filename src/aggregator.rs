@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::FailureKind;
 use crate::event::{Event, RequestRecord, TraceEnd};
 use crate::metrics::{self, CurvePoint, Stats};
 use crate::summary::{ArrivalStats, FailureCount, PerTrace, Summary, TraceRecord};
@@ -46,6 +47,8 @@ pub struct Aggregator {
     no_cached: u64,
     lateness_s: Vec<f64>,
     waited: u64,
+    short: u64,
+    cancelled_requests: u64,
 }
 
 impl Aggregator {
@@ -66,6 +69,8 @@ impl Aggregator {
             no_cached: 0,
             lateness_s: Vec::new(),
             waited: 0,
+            short: 0,
+            cancelled_requests: 0,
         }
     }
 
@@ -94,11 +99,15 @@ impl Aggregator {
                 );
             }
             Event::Request(r) => self.request(r),
-            Event::Retry { kind, message } => {
-                let f = self.failures.entry(kind.name()).or_default();
-                f.retried_attempts += 1;
-                if f.examples.len() < EXAMPLES {
-                    f.examples.push(message);
+            Event::Failed(a) => {
+                if a.kind == FailureKind::Cancelled {
+                    self.cancelled_requests += 1;
+                } else if a.retried {
+                    let f = self.failures.entry(a.kind.name()).or_default();
+                    f.retried_attempts += 1;
+                    if f.examples.len() < EXAMPLES {
+                        f.examples.push(a.message);
+                    }
                 }
             }
             Event::TraceEnded { seq, at, end } => {
@@ -132,6 +141,16 @@ impl Aggregator {
             Some(u) => {
                 if u.cached_tokens.is_none() {
                     self.no_cached += 1;
+                }
+                if u.completion_tokens < r.max_tokens {
+                    if self.short == 0 {
+                        log::warn!(
+                            "the server returned {} of the {} tokens asked for with ignore_eos: it seems to ignore ignore_eos, so completion figures will be low",
+                            u.completion_tokens,
+                            r.max_tokens
+                        );
+                    }
+                    self.short += 1;
                 }
                 if u.prompt_tokens != r.expected_prompt_tokens {
                     self.mismatches += 1;
@@ -238,6 +257,8 @@ impl Aggregator {
         summary.prompt_token_mismatches = self.mismatches;
         summary.requests_without_usage = self.no_usage;
         summary.requests_without_cached_tokens = self.no_cached;
+        summary.short_completions = self.short;
+        summary.cancelled_requests = self.cancelled_requests;
         summary.wall_time_s = wall_s;
         summary.trace_per_s = if wall_s > 0.0 {
             t.len() as f64 / wall_s
@@ -291,6 +312,7 @@ fn trace_record(seq: u64, a: &Active, end: Duration) -> TraceRecord {
     };
     let out: Vec<u64> = reqs.iter().map(RequestRecord::completion_tokens).collect();
     TraceRecord {
+        trace_id: crate::event::trace_id(seq),
         seq,
         template: a.template,
         slot: a.slot,
@@ -349,6 +371,7 @@ mod tests {
             itl_count: completion - 1,
             retries: 0,
             timings: None,
+            body_fnv1a: None,
         }
     }
 

@@ -3,11 +3,12 @@
 //! [`Config`] or [`SimConfig`]. Every error names the flag and the fix.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::prelude::*;
 
-use crate::config::{Arrival, Config, LoadModel};
+use crate::config::{Arrival, Config, Files, LoadModel};
 use crate::error::{Error, Result};
 use crate::sim::SimConfig;
 
@@ -18,6 +19,10 @@ pub enum Command {
     Run(Box<Config>),
     /// Serve the simulated engine.
     Sim(Box<SimConfig>),
+    /// Print the tables of a results file.
+    Report(PathBuf),
+    /// Print the headline figures of results files side by side.
+    Compare(Vec<PathBuf>),
     /// Print this text and exit 0.
     Print(String),
 }
@@ -29,6 +34,8 @@ against an OpenAI-compatible endpoint and measure it.
 
 Usage: trie --workload PATH|agentic|qa|office --endpoint URL|sim [OPTIONS]
        trie sim [OPTIONS]              serve the simulated engine (trie sim --help)
+       trie report RESULTS.json        print the tables of a run written by --output
+       trie compare A.json B.json ...  headline figures side by side, change vs A
        trie workload_path=... endpoint=... concurrency=...   (Python-style words)
 
 Workload and endpoint:
@@ -55,6 +62,13 @@ Requests:
   --no-stream              do not stream (no TTFT, TTFAT, decode speed, ITL)
   --num-gpus N             GPUs behind the endpoint, for the per-GPU column
 
+Output files (written at the end, on Ctrl+C and on SIGTERM):
+  --output PATH            results JSON: configuration, every figure, per-trace records,
+                           token curve, failures (read back by trie report / compare)
+  --csv PATH               one row per completed trace
+  --events PATH            per-request event log, JSONL, flushed line by line
+  --output-metrics PATH    one JSONL row of output tokens per completed trace
+
 Output:
   --progress-interval S    log the remaining time every S seconds     [default: off]
   -q, --quiet              no live progress line
@@ -64,7 +78,7 @@ Output:
 Python-style words (existing sweep scripts work unchanged):
   workload_path= endpoint= model= concurrency= tokenizer_model= duration= seed=
   api_key= max_retries= timeout= num_gpus= stream=True|False arrival_rate=
-  duration_update_interval=
+  duration_update_interval= output_metrics_path=
 
 Environment: OPENAI_BASE_URL, OPENAI_API_KEY, HF_ENDPOINT, HF_TOKEN, HF_HOME,
   HF_HUB_CACHE, TRIE_DATASET_CACHE, RUST_LOG (e.g. RUST_LOG=debug).
@@ -96,6 +110,10 @@ Usage: trie sim [OPTIONS]
   --fault-stall-rate R     rate of responses stalling after the first chunk
   --fault-stall-secs S     length of a stall, seconds                      [default: 30]
   --fault-no-usage-rate R  rate of streams without the usage chunk
+  --no-stream              answer stream requests with one JSON body (a server that
+                           cannot stream)
+  --no-cached-tokens       leave cached_tokens out of usage
+  --eos-after N            ignore ignore_eos: stop every completion after N tokens
 ";
 
 fn value_of(parser: &mut lexopt::Parser, flag: &str) -> Result<String> {
@@ -159,6 +177,10 @@ struct Raw {
     num_gpus: Option<String>,
     stream: Option<bool>,
     progress_interval: Option<String>,
+    output: Option<String>,
+    csv: Option<String>,
+    events: Option<String>,
+    output_metrics: Option<String>,
 }
 
 /// The `key=value` words of the Python version, mapped to flags.
@@ -177,10 +199,17 @@ const PY_WORDS: &[(&str, &str)] = &[
     ("stream", "--stream"),
     ("arrival_rate", "--arrival-rate"),
     ("duration_update_interval", "--progress-interval"),
+    ("output_metrics_path", "--output-metrics"),
 ];
 
 /// Run flags that have no Python-style word.
-const FLAG_ONLY: &[&str] = &["--arrival", "--max-inflight"];
+const FLAG_ONLY: &[&str] = &[
+    "--arrival",
+    "--max-inflight",
+    "--output",
+    "--csv",
+    "--events",
+];
 
 /// Whether `flag` is a run flag that takes a value.
 fn takes_value(flag: &str) -> bool {
@@ -206,6 +235,10 @@ impl Raw {
             "--timeout" => &mut self.timeout,
             "--num-gpus" => &mut self.num_gpus,
             "--progress-interval" => &mut self.progress_interval,
+            "--output" => &mut self.output,
+            "--csv" => &mut self.csv,
+            "--events" => &mut self.events,
+            "--output-metrics" => &mut self.output_metrics,
             "--stream" => {
                 self.stream = Some(boolean("stream", &value)?);
                 return Ok(true);
@@ -273,7 +306,8 @@ impl Raw {
         cfg.api_key = self
             .api_key
             .or_else(|| std::env::var("OPENAI_API_KEY").ok())
-            .filter(|k| !k.is_empty());
+            .filter(|k| !k.is_empty())
+            .map(crate::config::Secret::new);
         if let Some(v) = self.max_retries {
             cfg.max_retries = num("--max-retries", &v, "a whole number >= 0")?;
         }
@@ -290,6 +324,13 @@ impl Raw {
             let d = secs("--progress-interval", &v)?;
             cfg.progress_interval = (!d.is_zero()).then_some(d);
         }
+        let path = |v: Option<String>| v.filter(|p| !p.is_empty()).map(PathBuf::from);
+        cfg.files = Files {
+            output: path(self.output),
+            csv: path(self.csv),
+            events: path(self.events),
+            output_metrics: path(self.output_metrics),
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -300,6 +341,13 @@ impl Raw {
 pub fn parse(args: Vec<OsString>) -> Result<(Command, bool)> {
     if args.first().is_some_and(|a| a == "sim") {
         return Ok((parse_sim(args[1..].to_vec())?, false));
+    }
+    if let Some(cmd) = args
+        .first()
+        .and_then(|a| a.to_str())
+        .filter(|a| *a == "report" || *a == "compare")
+    {
+        return Ok((parse_files(cmd, &args[1..])?, false));
     }
     let mut parser = lexopt::Parser::from_args(args);
     let mut raw = Raw::default();
@@ -360,6 +408,30 @@ pub fn parse(args: Vec<OsString>) -> Result<(Command, bool)> {
     Ok((Command::Run(Box::new(raw.into_config()?)), progress))
 }
 
+/// `trie report FILE` / `trie compare FILE FILE...`.
+fn parse_files(cmd: &str, args: &[OsString]) -> Result<Command> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Command::Print(HELP.to_string()));
+    }
+    if let Some(flag) = args.iter().find(|a| a.to_string_lossy().starts_with('-')) {
+        return Err(Error::usage(format!(
+            "trie {cmd}: unknown flag {}; it takes results files written by --output",
+            flag.to_string_lossy()
+        )));
+    }
+    let files: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
+    match (cmd, files.len()) {
+        ("report", 1) => Ok(Command::Report(files[0].clone())),
+        ("report", _) => Err(Error::usage(
+            "trie report takes one results file: trie report RESULTS.json",
+        )),
+        (_, n) if n >= 2 => Ok(Command::Compare(files)),
+        _ => Err(Error::usage(
+            "trie compare takes two or more results files: trie compare A.json B.json",
+        )),
+    }
+}
+
 fn parse_sim(args: Vec<OsString>) -> Result<Command> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut c = SimConfig::default();
@@ -369,6 +441,14 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
     {
         let flag = match &arg {
             Short('h') | Long("help") => return Ok(Command::Print(SIM_HELP.to_string())),
+            Long("no-stream") => {
+                c.quirks.no_stream = true;
+                continue;
+            }
+            Long("no-cached-tokens") => {
+                c.quirks.no_cached_tokens = true;
+                continue;
+            }
             Long(name) => format!("--{name}"),
             Short(ch) => {
                 return Err(Error::usage(format!(
@@ -401,6 +481,7 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--fault-stall-rate",
             "--fault-stall-secs",
             "--fault-no-usage-rate",
+            "--eos-after",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(Error::usage(format!(
@@ -436,6 +517,7 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--fault-stall-rate" => c.faults.stall_rate = rate(f, &v)?,
             "--fault-stall-secs" => c.faults.stall = secs(f, &v)?,
             "--fault-no-usage-rate" => c.faults.no_usage_rate = rate(f, &v)?,
+            "--eos-after" => c.quirks.eos_after = Some(num(f, &v, whole)?),
             _ => unreachable!("checked against `known`"),
         }
     }

@@ -55,6 +55,11 @@ impl FailureKind {
     }
 }
 
+/// The wait before retry number `attempt + 1`: 0.25 s doubling, at most 8 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs_f64((0.25 * 2f64.powi(attempt as i32)).min(8.0))
+}
+
 /// A failed request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
@@ -88,6 +93,9 @@ pub struct Reply {
     pub usage: Option<Usage>,
     /// llama.cpp timings, when sent.
     pub timings: Option<ServerTimings>,
+    /// Whether it came as an SSE stream (a server that cannot stream answers
+    /// a stream request with one JSON body; it is read as such).
+    pub streamed: bool,
 }
 
 /// The run's HTTP client; cheap to clone (one shared pool).
@@ -157,6 +165,11 @@ impl Client {
         let start = *sent;
         let resp = req.send(body).map_err(map_error)?;
         let status = resp.status().as_u16();
+        let json_body = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/json"));
         let mut reader = BufReader::with_capacity(32 * 1024, resp.into_body().into_reader());
         if status >= 400 {
             let mut text = String::new();
@@ -166,7 +179,7 @@ impl Client {
                 format!("HTTP {status}: {}", one_line(&text)),
             ));
         }
-        if self.stream {
+        if self.stream && !json_body {
             read_stream(&mut reader, start)
         } else {
             read_whole(&mut reader, start)
@@ -201,6 +214,7 @@ fn read_stream(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failu
         chunks: stream.chunks,
         usage: stream.usage,
         timings: stream.timings,
+        streamed: true,
     })
 }
 
@@ -222,6 +236,7 @@ fn read_whole(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failur
         chunks: Vec::new(),
         usage: chunk.usage,
         timings: chunk.timings,
+        streamed: false,
     })
 }
 

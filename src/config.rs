@@ -1,6 +1,7 @@
 //! The validated run configuration, which is also the library's builder:
 //! `Config::new(workload, endpoint).concurrency(8).run()`.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -42,6 +43,28 @@ pub enum LoadModel {
     },
 }
 
+/// A secret (API key) that never shows in `Debug` output, logs or files.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -60,7 +83,7 @@ pub struct Config {
     /// Seed of all synthetic text.
     pub seed: u64,
     /// Bearer token; `None` or empty sends no Authorization header.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Retries per request.
     pub max_retries: u32,
     /// Per-request timeout.
@@ -71,6 +94,66 @@ pub struct Config {
     pub stream: bool,
     /// Print an info line with the remaining time this often.
     pub progress_interval: Option<Duration>,
+    /// Files the run writes.
+    pub files: Files,
+}
+
+/// Files a run writes (each optional).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Files {
+    /// `--output`: the results JSON document, written atomically at the end.
+    pub output: Option<PathBuf>,
+    /// `--csv`: one row per completed trace.
+    pub csv: Option<PathBuf>,
+    /// `--events`: per-request JSONL, each line flushed as it is written.
+    pub events: Option<PathBuf>,
+    /// `--output-metrics`: one JSONL row of output tokens per completed trace.
+    pub output_metrics: Option<PathBuf>,
+}
+
+impl Files {
+    /// (flag, path) of every file asked for.
+    pub fn all(&self) -> Vec<(&'static str, &Path)> {
+        [
+            ("--output", &self.output),
+            ("--csv", &self.csv),
+            ("--events", &self.events),
+            ("--output-metrics", &self.output_metrics),
+        ]
+        .into_iter()
+        .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+        .collect()
+    }
+
+    /// Check each file can be created: its directory exists and it is not a
+    /// directory itself. Nothing is created or truncated here.
+    pub fn check(&self) -> Result<()> {
+        let all = self.all();
+        for (i, (flag, path)) in all.iter().enumerate() {
+            let shown = path.display();
+            if path.is_dir() {
+                return Err(Error::usage(format!(
+                    "{flag} {shown} is a directory; pass a file path"
+                )));
+            }
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if !parent.is_dir() {
+                return Err(Error::usage(format!(
+                    "{flag} {shown}: directory {} does not exist; create it or pass another path",
+                    parent.display()
+                )));
+            }
+            if let Some((other, _)) = all[..i].iter().find(|(_, p)| p == path) {
+                return Err(Error::usage(format!(
+                    "{flag} and {other} both name {shown}; pass different files"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -91,6 +174,7 @@ impl Config {
             num_gpus: None,
             stream: true,
             progress_interval: None,
+            files: Files::default(),
         })
     }
 
@@ -136,7 +220,7 @@ impl Config {
 
     /// Bearer token.
     pub fn api_key(mut self, key: &str) -> Config {
-        self.api_key = Some(key.to_string());
+        self.api_key = Some(Secret::new(key));
         self
     }
 
@@ -161,6 +245,30 @@ impl Config {
     /// Stream responses or not.
     pub fn stream(mut self, on: bool) -> Config {
         self.stream = on;
+        self
+    }
+
+    /// Write the results JSON document here.
+    pub fn output(mut self, path: impl Into<PathBuf>) -> Config {
+        self.files.output = Some(path.into());
+        self
+    }
+
+    /// Write one CSV row per completed trace here.
+    pub fn csv(mut self, path: impl Into<PathBuf>) -> Config {
+        self.files.csv = Some(path.into());
+        self
+    }
+
+    /// Write the per-request event log (JSONL) here.
+    pub fn events(mut self, path: impl Into<PathBuf>) -> Config {
+        self.files.events = Some(path.into());
+        self
+    }
+
+    /// Write per-trace output-token rows (JSONL) here.
+    pub fn output_metrics(mut self, path: impl Into<PathBuf>) -> Config {
+        self.files.output_metrics = Some(path.into());
         self
     }
 
@@ -206,7 +314,7 @@ impl Config {
         if self.num_gpus == Some(0) {
             return Err(Error::usage("--num-gpus must be at least 1"));
         }
-        Ok(())
+        self.files.check()
     }
 }
 
@@ -240,7 +348,13 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
             None => (host, None),
         },
     };
-    if hostname.is_empty() || host.contains('@') || host.contains(' ') {
+    if host.contains('@') {
+        // Never echo it: the part before '@' is a password.
+        return Err(Error::usage(
+            "--endpoint must not carry credentials (user:password@host); pass the key with --api-key or OPENAI_API_KEY",
+        ));
+    }
+    if hostname.is_empty() || host.contains(' ') {
         return Err(Error::usage(format!(
             "--endpoint '{raw}' has no valid host; {fix}"
         )));
@@ -295,8 +409,14 @@ mod tests {
             "http://h:99999",
             "http://h:x/v1",
             "http://h/v1?x=1",
+            "http://user:pw@h:8000",
         ] {
             assert!(matches!(parse_endpoint(bad), Err(Error::Usage(_))), "{bad}");
         }
+        let e = parse_endpoint("http://user:hunter2@h")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(!format!("{:?}", Secret::new("hunter2")).contains("hunter2"));
     }
 }

@@ -6,6 +6,11 @@ use std::time::Duration;
 use crate::client::FailureKind;
 use crate::sse::{ServerTimings, Usage};
 
+/// The id of trace `seq` in logs, files and the routing header.
+pub fn trace_id(seq: u64) -> String {
+    format!("trace-{seq}")
+}
+
 /// One finished request of a trace.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestRecord {
@@ -37,6 +42,39 @@ pub struct RequestRecord {
     pub retries: u32,
     /// llama.cpp timings, when the server sent them.
     pub timings: Option<ServerTimings>,
+    /// FNV-1a of the request body (only when an event log is written).
+    pub body_fnv1a: Option<u64>,
+}
+
+/// One failed attempt of a request (retried, final, or cancelled by the stop).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedAttempt {
+    /// Trace sequence number.
+    pub seq: u64,
+    /// Template index.
+    pub template: usize,
+    /// Slot.
+    pub slot: usize,
+    /// Request index in the trace.
+    pub turn: usize,
+    /// Attempts of this request that failed before this one.
+    pub attempt: u32,
+    /// When it was sent, since the run started.
+    pub start: Duration,
+    /// When it failed, since the run started.
+    pub end: Duration,
+    /// `max_tokens` it asked for.
+    pub max_tokens: u64,
+    /// Prompt tokens trie meant to send (BOS included).
+    pub expected_prompt_tokens: u64,
+    /// What went wrong (`Cancelled`: the run stopped while it was in flight).
+    pub kind: FailureKind,
+    /// Detail.
+    pub message: String,
+    /// Whether another attempt follows.
+    pub retried: bool,
+    /// FNV-1a of the request body (only when an event log is written).
+    pub body_fnv1a: Option<u64>,
 }
 
 impl RequestRecord {
@@ -99,13 +137,8 @@ pub enum Event {
     },
     /// A request succeeded.
     Request(RequestRecord),
-    /// A request attempt failed and will be retried.
-    Retry {
-        /// Why.
-        kind: FailureKind,
-        /// Detail.
-        message: String,
-    },
+    /// A request attempt failed.
+    Failed(FailedAttempt),
     /// A trace ended.
     TraceEnded {
         /// Trace sequence number.

@@ -39,12 +39,27 @@ fn interrupts() -> crossbeam_channel::Receiver<()> {
     rx
 }
 
+fn print_or_fail(r: trie::Result<String>) -> i32 {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
 fn execute(cmd: Command, progress: bool) -> i32 {
     match cmd {
         Command::Print(text) => {
             print!("{text}");
             0
         }
+        Command::Report(path) => print_or_fail(trie::results::report_file(&path)),
+        Command::Compare(paths) => print_or_fail(trie::results::compare_files(&paths)),
         Command::Sim(config) => {
             let stop = interrupts();
             match trie::sim::Sim::start(*config) {
@@ -69,9 +84,12 @@ fn execute(cmd: Command, progress: bool) -> i32 {
             match trie::run::run(&config, &hooks) {
                 Ok(summary) => {
                     println!("{}", trie::report::tables(&summary));
+                    for e in &summary.file_errors {
+                        eprintln!("error: {e}");
+                    }
                     if summary.interrupted {
                         130
-                    } else if summary.completed_requests == 0 {
+                    } else if summary.completed_requests == 0 || !summary.file_errors.is_empty() {
                         1
                     } else {
                         0

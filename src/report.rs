@@ -121,22 +121,37 @@ fn f(x: f64, decimals: usize) -> String {
     format!("{x:.decimals$}")
 }
 
-/// Every figure of the `benchmark complete` line.
-pub fn complete_pairs(s: &Summary) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = vec![
-        (
-            "completed_requests".into(),
-            s.completed_requests.to_string(),
-        ),
-        ("failed_requests".into(), s.failed_requests.to_string()),
-        ("cancelled_traces".into(), s.cancelled_traces.to_string()),
-        ("http_requests".into(), s.http_requests.to_string()),
-        ("wall_time_s".into(), f(s.wall_time_s, 2)),
-        ("trace_per_s".into(), f(s.trace_per_s, 4)),
-    ];
+/// One named figure of a run, with the decimals it is printed with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figure {
+    /// Name, as in the `benchmark complete` line and the results file.
+    pub name: String,
+    /// Value.
+    pub value: f64,
+    /// Decimals when printed (0 for counts).
+    pub decimals: usize,
+}
+
+/// Every figure of the `benchmark complete` line, in its order.
+pub fn figures(s: &Summary) -> Vec<Figure> {
+    let mut v = Vec::new();
+    let mut push = |name: String, value: f64, decimals: usize| {
+        v.push(Figure {
+            name,
+            value,
+            decimals,
+        })
+    };
+    let count = |n: u64| n as f64;
+    push("completed_requests".into(), count(s.completed_requests), 0);
+    push("failed_requests".into(), count(s.failed_requests), 0);
+    push("cancelled_traces".into(), count(s.cancelled_traces), 0);
+    push("http_requests".into(), count(s.http_requests), 0);
+    push("wall_time_s".into(), s.wall_time_s, 2);
+    push("trace_per_s".into(), s.trace_per_s, 4);
     for (_, prefix, rates) in rate_columns(s) {
         for (_, suffix, get) in RATE_ROWS {
-            v.push((format!("{prefix}{suffix}"), f(get(&rates), 2)));
+            push(format!("{prefix}{suffix}"), get(&rates), 2);
         }
     }
     for (_, key, stats, decimals, streaming_only) in per_trace_columns(s) {
@@ -144,30 +159,42 @@ pub fn complete_pairs(s: &Summary) -> Vec<(String, String)> {
             continue;
         }
         for (row, x) in stats.rows() {
-            v.push((format!("{key}_{row}"), f(x, decimals.max(3))));
+            push(format!("{key}_{row}"), x, decimals.max(3));
         }
     }
-    v.push((
+    push(
         "prompt_token_mismatches".into(),
-        s.prompt_token_mismatches.to_string(),
-    ));
-    v.push((
+        count(s.prompt_token_mismatches),
+        0,
+    );
+    push(
         "requests_without_usage".into(),
-        s.requests_without_usage.to_string(),
-    ));
+        count(s.requests_without_usage),
+        0,
+    );
+    push("short_completions".into(), count(s.short_completions), 0);
     for (kind, c) in &s.failures {
-        v.push((format!("failures_{kind}"), c.traces.to_string()));
-        v.push((format!("retries_{kind}"), c.retried_attempts.to_string()));
+        push(format!("failures_{kind}"), count(c.traces), 0);
+        push(format!("retries_{kind}"), count(c.retried_attempts), 0);
     }
     if let Some(a) = &s.arrival {
-        v.push(("arrival_late_s_p50".into(), f(a.late_s_p50, 4)));
-        v.push(("arrival_late_s_p99".into(), f(a.late_s_p99, 4)));
-        v.push((
+        push("arrival_late_s_p50".into(), a.late_s_p50, 4);
+        push("arrival_late_s_p99".into(), a.late_s_p99, 4);
+        push(
             "arrival_waited_for_limit".into(),
-            a.waited_for_limit.to_string(),
-        ));
+            count(a.waited_for_limit),
+            0,
+        );
     }
     v
+}
+
+/// The `benchmark complete` line's `key=value` pairs.
+pub fn complete_pairs(s: &Summary) -> Vec<(String, String)> {
+    figures(s)
+        .into_iter()
+        .map(|fig| (fig.name, f(fig.value, fig.decimals)))
+        .collect()
 }
 
 fn table(titles: Vec<String>) -> Table {
@@ -262,4 +289,77 @@ pub fn tables(s: &Summary) -> String {
         out.push_str(&t.to_string());
     }
     out
+}
+
+/// The figures `trie compare` shows, in order.
+pub const HEADLINE: &[&str] = &[
+    "completed_requests",
+    "failed_requests",
+    "trace_per_s",
+    "steady_state_completion_tok_per_s",
+    "steady_state_prompt_tok_per_s",
+    "steady_state_uncached_prompt_tok_per_s",
+    "completion_tok_per_s",
+    "prompt_tok_per_s",
+    "latency_s_p50",
+    "latency_s_p99",
+    "ttft_s_p50",
+    "ttft_s_p99",
+    "ttfat_s_p50",
+    "ttfat_s_p99",
+    "decode_tps_mean",
+    "decode_tpot_ms_p50",
+    "itl_ms_p50",
+    "itl_ms_p99",
+    "cache_hit_rate_pct_mean",
+    "eligible_cache_hit_rate_pct_mean",
+    "prompt_token_mismatches",
+];
+
+/// `value (+x.y%)` relative to `base`; `n/a` when either is missing.
+fn relative(value: Option<f64>, base: Option<f64>) -> String {
+    match (value, base) {
+        (Some(v), Some(b)) if b != 0.0 => format!("{} ({:+.1}%)", short(v), 100.0 * (v - b) / b),
+        (Some(v), Some(_)) => format!("{} (n/a)", short(v)),
+        (Some(v), None) => short(v),
+        (None, _) => "-".to_string(),
+    }
+}
+
+fn short(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else if x.abs() >= 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// `trie compare`: the headline figures of each run side by side, each
+/// after the first with its change relative to the first.
+pub fn compare(runs: &[(String, &std::collections::BTreeMap<String, f64>)]) -> String {
+    let mut t = table(
+        std::iter::once("Metric".to_string())
+            .chain(runs.iter().map(|(name, _)| name.clone()))
+            .collect(),
+    );
+    for name in HEADLINE {
+        let base = runs.first().and_then(|(_, f)| f.get(*name).copied());
+        if runs.iter().all(|(_, f)| !f.contains_key(*name)) {
+            continue;
+        }
+        let mut cells = vec![Cell::new(name)];
+        for (i, (_, f)) in runs.iter().enumerate() {
+            let v = f.get(*name).copied();
+            let text = if i == 0 {
+                v.map(short).unwrap_or_else(|| "-".into())
+            } else {
+                relative(v, base)
+            };
+            cells.push(Cell::new_align(&text, format::Alignment::RIGHT));
+        }
+        t.add_row(Row::new(cells));
+    }
+    t.to_string()
 }

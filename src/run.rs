@@ -6,7 +6,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
@@ -15,8 +15,10 @@ use crate::client::{self, Client};
 use crate::config::{Arrival, Config, Endpoint, LoadModel};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::preflight;
 use crate::prompt::{Rng, Synth, mix};
 use crate::report;
+use crate::results::{self, EventLog, Results, RunConfig};
 use crate::sim::{BUNDLED_TOKENIZER, Sim, SimConfig};
 use crate::slot::{Job, SlotContext, run_slot};
 use crate::summary::Summary;
@@ -32,53 +34,28 @@ pub struct Hooks {
     pub progress: bool,
 }
 
-/// Ask `GET {endpoint}/models` for the model names served.
-pub fn served_models(
-    agent: &ureq::Agent,
-    endpoint: &str,
-    api_key: Option<&str>,
-) -> Result<Vec<String>> {
-    let url = format!("{endpoint}/models");
-    let mut req = agent.get(&url);
-    if let Some(k) = api_key.filter(|k| !k.is_empty()) {
-        req = req.header("Authorization", &format!("Bearer {k}"));
-    }
-    let mut resp = req
-        .call()
-        .map_err(|e| Error::run(format!("cannot reach {url}: {e}; is the server up?")))?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| {
-        Error::run(format!(
-            "GET {url}: HTTP {status}: cannot read the body: {e}"
-        ))
-    })?;
-    let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::run(format!(
-            "GET {url}: HTTP {status}, not an OpenAI model list ({e}): {}",
-            client::one_line(&text)
-        ))
-    })?;
-    if status != 200 {
-        return Err(Error::run(format!(
-            "GET {url}: HTTP {status}: {}",
-            client::one_line(&body.to_string())
-        )));
-    }
-    Ok(body["data"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["id"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 /// Run the benchmark described by `cfg`.
 pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     cfg.validate()?;
     let path = workload::resolve(&cfg.workload)?;
     let workload = Arc::new(workload::load(&path)?);
+
+    // Load the tokenizer now when its name is known, so a bad one stops the
+    // run before anything is sent.
+    let load_tokenizer = |model: &str| -> Result<Tokenizer> {
+        match (&cfg.tokenizer, &cfg.endpoint) {
+            (None, Endpoint::Sim) => {
+                Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")
+            }
+            (spec, _) => {
+                Tokenizer::from_file(&tokenizer::resolve(spec.as_deref().unwrap_or(model))?)
+            }
+        }
+    };
+    let early_tok = match (&cfg.tokenizer, &cfg.model, &cfg.endpoint) {
+        (None, None, Endpoint::Url(_)) => None,
+        (_, model, _) => Some(load_tokenizer(model.as_deref().unwrap_or(""))?),
+    };
 
     // The endpoint: a URL, or the simulated engine in-process.
     let sim = match cfg.endpoint {
@@ -98,40 +75,30 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         (Endpoint::Sim, None) => unreachable!("sim started above"),
     };
     let agent = client::agent(cfg.max_slots() + 4, cfg.timeout);
-    let api_key = cfg.api_key.as_deref();
-    let model = match &cfg.model {
-        Some(m) => m.clone(),
-        None => {
-            let models = served_models(&agent, &endpoint, api_key)?;
-            match models.as_slice() {
-                [one] => {
-                    log::info!(
-                        "{}",
-                        report::event_line("using served model", &[("model".into(), one.clone())])
-                    );
-                    one.clone()
-                }
-                [] => {
-                    return Err(Error::run(format!(
-                        "{endpoint}/models lists no model; pass --model"
-                    )));
-                }
-                many => {
-                    return Err(Error::usage(format!(
-                        "{endpoint} serves several models ({}); pass --model",
-                        many.join(", ")
-                    )));
-                }
-            }
-        }
-    };
-    let tok = match (&cfg.tokenizer, &cfg.endpoint) {
-        (None, Endpoint::Sim) => {
-            Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")?
-        }
-        (spec, _) => Tokenizer::from_file(&tokenizer::resolve(spec.as_deref().unwrap_or(&model))?)?,
+    let api_key = cfg.api_key.as_ref().map(|k| k.expose());
+    let model = preflight::choose_model(&agent, &endpoint, api_key, cfg.model.as_deref())?;
+    let tok = match early_tok {
+        Some(t) => t,
+        None => load_tokenizer(&model)?,
     };
     let synth = Synth::new(&tok)?;
+    let model_json = serde_json::Value::from(model.as_str()).to_string();
+    let client = Client::new(agent, &endpoint, api_key, cfg.stream);
+    preflight::probe(&client, &synth, cfg.seed, &model_json, cfg.max_retries)?;
+    let event_log = cfg
+        .files
+        .events
+        .as_deref()
+        .map(EventLog::create)
+        .transpose()?;
+    let run_config = RunConfig::new(
+        cfg,
+        &endpoint,
+        &model,
+        &workload.path,
+        &workload.content_hash,
+        &tok,
+    );
 
     let mut summary = Summary {
         model: model.clone(),
@@ -153,8 +120,8 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         report::event_line("starting benchmark", &report::start_pairs(&summary))
     );
 
-    let client = Client::new(agent, &endpoint, api_key, cfg.stream);
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
+    let started = SystemTime::now();
     let epoch = Instant::now();
     let aggregator = {
         let workload = workload.clone();
@@ -163,7 +130,11 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         let interval = cfg.progress_interval;
         std::thread::Builder::new()
             .name("aggregator".into())
-            .spawn(move || aggregate(workload, events_rx, epoch, duration, progress, interval))
+            .spawn(move || {
+                aggregate(
+                    workload, events_rx, event_log, epoch, duration, progress, interval,
+                )
+            })
             .map_err(|e| Error::run(format!("cannot spawn the aggregator: {e}")))?
     };
 
@@ -175,15 +146,16 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         workload: &workload,
         synth: &synth,
         tokenizer: &tok,
-        model_json: serde_json::Value::from(model.as_str()).to_string(),
+        model_json,
         seed: cfg.seed,
         max_retries: cfg.max_retries,
         stop: &stop,
         stop_rx: stop_rx.clone(),
         epoch,
         events: events_tx,
+        hash_bodies: cfg.files.events.is_some(),
     };
-    let interrupted = std::thread::scope(|s| {
+    let (interrupted, stopped_at) = std::thread::scope(|s| {
         let ctx = &ctx;
         match cfg.load {
             LoadModel::Closed { concurrency } => {
@@ -238,7 +210,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         stop.store(true, Ordering::SeqCst);
         drop(stop_tx);
         client.shutdown();
-        interrupted
+        (interrupted, epoch.elapsed())
     });
     let wall = epoch.elapsed();
     drop(ctx);
@@ -257,6 +229,13 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         "{}",
         report::event_line("benchmark complete", &report::complete_pairs(&summary))
     );
+    let results = Results::new(started, run_config, stopped_at.as_secs_f64(), summary);
+    let errors = results::write_files(cfg, &results);
+    for e in &errors {
+        log::error!("{e}");
+    }
+    let mut summary = results.summary;
+    summary.file_errors = errors;
     Ok(summary)
 }
 
@@ -332,6 +311,7 @@ fn feed_open(
 fn aggregate(
     workload: Arc<Workload>,
     events: Receiver<Event>,
+    mut event_log: Option<EventLog>,
     epoch: Instant,
     duration: Duration,
     progress: bool,
@@ -348,7 +328,12 @@ fn aggregate(
     let mut next_info = interval.map(|i| epoch + i);
     loop {
         match events.recv_deadline(next_tick.min(next_info.unwrap_or(next_tick))) {
-            Ok(ev) => agg.handle(ev),
+            Ok(ev) => {
+                if let Some(log) = event_log.as_mut() {
+                    log.write(&ev);
+                }
+                agg.handle(ev)
+            }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::client::{Client, Failure, FailureKind, Reply};
-use crate::event::{Event, RequestRecord, TraceEnd};
+use crate::event::{Event, FailedAttempt, RequestRecord, TraceEnd, trace_id};
 use crate::metrics;
 use crate::prompt::{Synth, segment_key};
 use crate::tokenizer::Tokenizer;
@@ -54,6 +54,8 @@ pub struct SlotContext<'a> {
     pub epoch: Instant,
     /// Where events go.
     pub events: Sender<Event>,
+    /// Hash every request body into its event (for the event log).
+    pub hash_bodies: bool,
 }
 
 impl SlotContext<'_> {
@@ -190,7 +192,7 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
     let mut count = ContextCount::default();
     body.push_synthetic(&segments[0].0);
     count.push_synthetic(&segments[0].0, segments[0].1);
-    let routing_key = format!("trace-{}", job.seq);
+    let routing_key = trace_id(job.seq);
 
     let started = Instant::now();
     let _ = ctx.events.send(Event::TraceStarted {
@@ -203,8 +205,29 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
     let mut end_at = started;
     for turn in 0..t.num_requests() {
         let max_tokens = t.max_tokens(turn);
+        let expected_prompt_tokens = SERVER_BOS + count.tokens();
         let tail = body.finish(max_tokens);
-        let result = send_with_retries(ctx, body.bytes(), &routing_key);
+        let body_fnv1a = ctx
+            .hash_bodies
+            .then(|| crate::workload::fnv1a(body.bytes()));
+        let mut report = |f: &Failure, sent: Instant, attempt: u32, retried: bool| {
+            let _ = ctx.events.send(Event::Failed(FailedAttempt {
+                seq: job.seq,
+                template: job.template,
+                slot,
+                turn,
+                attempt,
+                start: ctx.since_epoch(sent),
+                end: ctx.since_epoch(Instant::now()),
+                max_tokens: max_tokens as u64,
+                expected_prompt_tokens,
+                kind: f.kind,
+                message: f.message.clone(),
+                retried,
+                body_fnv1a,
+            }));
+        };
+        let result = send_with_retries(ctx, body.bytes(), &routing_key, &mut report);
         body.cut(tail);
         let (reply, sent, retries) = match result {
             Ok(ok) => ok,
@@ -226,7 +249,7 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
             }
         };
         end_at = sent + reply.latency;
-        let tool_done = Instant::now()
+        let tool_done = end_at
             + t.tool_call_latency
                 .get(turn)
                 .map(|&s| Duration::from_secs_f64(s))
@@ -243,11 +266,12 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
             latency: reply.latency,
             max_tokens: max_tokens as u64,
             usage: reply.usage,
-            expected_prompt_tokens: SERVER_BOS + count.tokens(),
+            expected_prompt_tokens,
             itl_sum,
             itl_count,
             retries,
             timings: reply.timings,
+            body_fnv1a,
         }));
         if turn < t.num_turns() {
             body.push_text(&reply.text);
@@ -294,11 +318,17 @@ fn itl_of(tok: &Tokenizer, reply: &Reply) -> (Duration, u64) {
     metrics::itl(&times, &per_chunk)
 }
 
-/// Send with retries and backoff; `Cancelled` when the run stops meanwhile.
+/// A failed attempt: the failure, when it was sent, the attempt number, and
+/// whether another attempt follows.
+type ReportFailure<'r> = dyn FnMut(&Failure, Instant, u32, bool) + 'r;
+
+/// Send with retries and backoff, reporting every failed attempt; `Cancelled`
+/// when the run stops meanwhile.
 fn send_with_retries(
     ctx: &SlotContext,
     body: &[u8],
     routing_key: &str,
+    report: &mut ReportFailure,
 ) -> Result<(Reply, Instant, u32), Failure> {
     let mut attempt = 0u32;
     loop {
@@ -312,17 +342,15 @@ fn send_with_retries(
             message: "run stopped".into(),
         };
         if ctx.stop.load(Ordering::SeqCst) {
+            report(&cancelled, sent, attempt, false);
             return Err(cancelled);
         }
-        if !failure.kind.retryable() || attempt >= ctx.max_retries {
+        let retried = failure.kind.retryable() && attempt < ctx.max_retries;
+        report(&failure, sent, attempt, retried);
+        if !retried {
             return Err(failure);
         }
-        let _ = ctx.events.send(Event::Retry {
-            kind: failure.kind,
-            message: failure.message,
-        });
-        let backoff = Duration::from_secs_f64((0.25 * 2f64.powi(attempt as i32)).min(8.0));
-        if !ctx.sleep(backoff) {
+        if !ctx.sleep(crate::client::backoff(attempt)) {
             return Err(cancelled);
         }
         attempt += 1;

@@ -11,6 +11,8 @@ use crate::metrics::{CurvePoint, Rates, Stats};
 /// One completed trace.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraceRecord {
+    /// `trace-<seq>`: the routing key its requests carried.
+    pub trace_id: String,
     /// Trace sequence number.
     pub seq: u64,
     /// Template index in the workload.
@@ -129,6 +131,10 @@ pub struct Summary {
     pub requests_without_usage: u64,
     /// Requests whose usage had no cached_tokens.
     pub requests_without_cached_tokens: u64,
+    /// Requests that got fewer completion tokens than max_tokens (the server ignored ignore_eos).
+    pub short_completions: u64,
+    /// Requests in flight when the run stopped, cut off.
+    pub cancelled_requests: u64,
     /// Run start to the moment every slot had stopped.
     pub wall_time_s: f64,
     /// Completed traces per wall-clock second.
@@ -153,4 +159,7 @@ pub struct Summary {
     pub traces: Vec<TraceRecord>,
     /// The cumulative token curve.
     pub curve: Vec<CurvePoint>,
+    /// Result files that could not be written (not part of the document).
+    #[serde(skip)]
+    pub file_errors: Vec<String>,
 }

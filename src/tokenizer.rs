@@ -16,6 +16,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Where it was loaded from (for the run configuration and messages).
     pub source: String,
+    /// FNV-1a of the tokenizer.json bytes, as hex.
+    pub content_hash: String,
 }
 
 impl Tokenizer {
@@ -43,6 +45,7 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             source: source.to_string(),
+            content_hash: crate::workload::fnv1a_hex(bytes),
         })
     }
 

@@ -156,14 +156,20 @@ pub fn load(path: &Path) -> Result<Workload> {
     })
 }
 
-/// FNV-1a 64-bit of `bytes`, as 16 hex digits.
-pub fn fnv1a_hex(bytes: &[u8]) -> String {
+/// FNV-1a 64-bit of `bytes`: stable across builds and platforms, so hashes
+/// in result files and event logs compare between runs.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
+}
+
+/// [`fnv1a`] as 16 hex digits.
+pub fn fnv1a_hex(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a(bytes))
 }
 
 /// Parse JSONL text; `name` prefixes every message (`name:line: ...`).

@@ -281,14 +281,18 @@ fn completion(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
     } else {
         1 + rng.below(p.max_tokens)
     };
+    let n = cfg.quirks.eos_after.map_or(n, |k| n.min(k));
     let words: Vec<usize> = (0..n).map(|_| rng.below(shared.synth.len())).collect();
     let finish = if n == p.max_tokens { "length" } else { "stop" };
-    let usage = serde_json::json!({
+    let mut usage = serde_json::json!({
         "prompt_tokens": prompt_len,
         "completion_tokens": n,
         "total_tokens": prompt_len + n,
         "prompt_tokens_details": {"cached_tokens": cached},
     });
+    if cfg.quirks.no_cached_tokens {
+        usage["prompt_tokens_details"] = Value::Null;
+    }
     let ready = |j: usize| first_ready + secs(j, cfg.decode_tps);
     let head = format!(
         "{{\"id\":\"cmpl-{index}\",\"object\":\"text_completion\",\"created\":{},\"model\":{}",
@@ -300,7 +304,7 @@ fn completion(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
     );
 
     let mut first_sent = None;
-    let sent = if p.stream {
+    let sent = if p.stream && !cfg.quirks.no_stream {
         stream(
             shared,
             w,

@@ -125,6 +125,18 @@ impl Faults {
     }
 }
 
+/// Ways a real server can fall short of what trie asks for (for testing the
+/// preflight and the warnings).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quirks {
+    /// Answer `"stream": true` requests with one whole JSON body.
+    pub no_stream: bool,
+    /// Leave `prompt_tokens_details.cached_tokens` out of usage.
+    pub no_cached_tokens: bool,
+    /// Ignore `ignore_eos`: stop every completion after at most this many tokens.
+    pub eos_after: Option<usize>,
+}
+
 /// Everything `trie sim` can be told.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -152,6 +164,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Injected faults.
     pub faults: Faults,
+    /// Shortcomings to imitate.
+    pub quirks: Quirks,
     /// Tests: every completion request is handed back here.
     pub recorder: Option<Sender<Recorded>>,
 }
@@ -188,6 +202,7 @@ impl Default for SimConfig {
             tokens_per_chunk: 1,
             seed: 0,
             faults: Faults::default(),
+            quirks: Quirks::default(),
             recorder: None,
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use trie::cli::{self, Command};
 use trie::prompt::{Synth, segment_key};
 use trie::run::{Hooks, run};
-use trie::sim::{Faults, Recorded, SimConfig};
+use trie::sim::{Fault, Faults, Recorded, SimConfig};
 use trie::tokenizer::Tokenizer;
 use trie::{Config, Error};
 
@@ -20,8 +20,11 @@ fn config(workload: &std::path::Path, url: &str) -> Config {
         .tokenizer("data/tokenizer.json")
 }
 
+/// Requests the sim recorded, without the preflight probe.
 fn drain(rx: &crossbeam_channel::Receiver<Recorded>) -> Vec<Recorded> {
-    rx.try_iter().collect()
+    rx.try_iter()
+        .filter(|r| r.routing_key.as_deref() != Some(trie::preflight::PROBE_ROUTING_KEY))
+        .collect()
 }
 
 #[test]
@@ -214,15 +217,12 @@ fn retries_503_then_succeeds() {
     assert_eq!(s.failed_requests, 0);
     assert!(s.completed_requests > 3);
     let recorded = drain(&rx);
-    let faulted = recorded
-        .iter()
-        .filter(|r| r.fault != trie::sim::Fault::None)
-        .count() as u64;
+    let faulted = recorded.iter().filter(|r| r.fault != Fault::None).count() as u64;
     assert_eq!(faulted, f.retried_attempts);
 }
 
 #[test]
-fn persistent_500_counts_failed_traces_and_the_run_goes_on() {
+fn a_server_failing_everything_fails_preflight() {
     let path = temp_file("w.jsonl", &row(40, &[3], &[10], 0.0, 3));
     let (sim, rx) = fast_sim(SimConfig {
         faults: Faults {
@@ -232,23 +232,53 @@ fn persistent_500_counts_failed_traces_and_the_run_goes_on() {
         },
         ..fast()
     });
+    let e = run(&config(&path, &sim.url()).max_retries(1), &Hooks::default()).unwrap_err();
+    assert_eq!(e.exit_code(), 1);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("preflight completion failed (http_500)"),
+        "{msg}"
+    );
+    // The probe and its one retry; no trace was started.
+    let probes = rx.try_iter().count();
+    assert_eq!(probes, 2);
+}
+
+#[test]
+fn failing_500s_count_failed_traces_and_the_run_goes_on() {
+    let path = temp_file("w.jsonl", &row(40, &[3], &[10], 0.0, 3));
+    let faults = Faults {
+        status_rate: 0.5,
+        status: 500,
+        ..Faults::default()
+    };
+    // A seed whose first request (the preflight probe) gets through.
+    let seed = (0..).find(|&s| faults.pick(s, 0) == Fault::None).unwrap();
+    let (sim, rx) = fast_sim(SimConfig {
+        faults,
+        seed,
+        ..fast()
+    });
     let s = run(
         &config(&path, &sim.url())
-            .max_retries(1)
+            .max_retries(0)
             .concurrency(2)
             .duration(Duration::from_secs(1)),
         &Hooks::default(),
     )
     .unwrap();
-    assert_eq!(s.completed_requests, 0);
+    assert!(s.completed_requests > 0, "{s:?}");
     assert!(s.failed_requests >= 2, "{s:?}");
     let f = &s.failures["http_500"];
     assert_eq!(f.traces, s.failed_requests);
-    // One retry per failed trace, plus those of traces cancelled at the deadline.
-    assert!(f.retried_attempts >= s.failed_requests && f.retried_attempts <= s.failed_requests + 2);
+    assert_eq!(f.retried_attempts, 0);
     assert!(f.examples[0].contains("HTTP 500"));
-    // 1 attempt + 1 retry per failed trace reached the server.
-    assert!(drain(&rx).len() as u64 >= 2 * s.failed_requests);
+    // Every failed trace ended on exactly one 500 the sim injected.
+    let injected = drain(&rx)
+        .iter()
+        .filter(|r| r.fault == Fault::Status(500))
+        .count() as u64;
+    assert_eq!(injected, s.failed_requests);
 }
 
 #[test]

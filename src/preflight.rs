@@ -1,0 +1,251 @@
+//! The preflight, before the clock starts: `GET /v1/models` (the model is
+//! served, or the one served is picked), then one tiny completion that shows
+//! whether the server streams, honours `ignore_eos`, reports usage and
+//! `cached_tokens`, and counts the prompt as trie does. Unreachable servers,
+//! unknown models and failing completions stop the run (exit 1); the rest are
+//! warnings, because a run can still measure something.
+
+use crate::client::{self, Client, FailureKind, Reply};
+use crate::error::{Error, Result};
+use crate::prompt::{Synth, segment_key};
+use crate::slot::{Body, SERVER_BOS};
+
+/// Synthetic prompt tokens of the probe (plus the server's BOS).
+pub const PROBE_PROMPT_TOKENS: u64 = 16;
+
+/// Completion tokens the probe asks for with `ignore_eos`: more than one, so
+/// a server that stops early shows it.
+pub const PROBE_MAX_TOKENS: u32 = 4;
+
+/// Ask `GET {endpoint}/models` for the model names served. `Ok(None)` when
+/// the server has no such route (404).
+pub fn served_models(
+    agent: &ureq::Agent,
+    endpoint: &str,
+    api_key: Option<&str>,
+) -> Result<Option<Vec<String>>> {
+    let url = format!("{endpoint}/models");
+    let mut req = agent.get(&url);
+    if let Some(k) = api_key.filter(|k| !k.is_empty()) {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req
+        .call()
+        .map_err(|e| Error::run(format!("cannot reach {url}: {e}; is the server up?")))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(|e| {
+        Error::run(format!(
+            "GET {url}: HTTP {status}: cannot read the body: {e}"
+        ))
+    })?;
+    match status {
+        200 => {}
+        404 => return Ok(None),
+        401 | 403 => {
+            return Err(Error::run(format!(
+                "GET {url}: HTTP {status}: {}; pass the right key with --api-key or OPENAI_API_KEY",
+                client::one_line(&text)
+            )));
+        }
+        _ => {
+            return Err(Error::run(format!(
+                "GET {url}: HTTP {status}: {}",
+                client::one_line(&text)
+            )));
+        }
+    }
+    let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::run(format!(
+            "GET {url}: not an OpenAI model list ({e}): {}",
+            client::one_line(&text)
+        ))
+    })?;
+    Ok(Some(
+        body["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    ))
+}
+
+/// The model to request: `wanted` if the server serves it, else the one model
+/// it serves.
+pub fn choose_model(
+    agent: &ureq::Agent,
+    endpoint: &str,
+    api_key: Option<&str>,
+    wanted: Option<&str>,
+) -> Result<String> {
+    let served = served_models(agent, endpoint, api_key)?;
+    match (wanted, served) {
+        (Some(w), None) => {
+            log::warn!("{endpoint}/models is not served (404); cannot check that model {w} exists");
+            Ok(w.to_string())
+        }
+        (None, None) => Err(Error::run(format!(
+            "{endpoint}/models is not served (404), so the model cannot be discovered; pass --model"
+        ))),
+        (Some(w), Some(list)) => {
+            if list.is_empty() || list.iter().any(|m| m == w) {
+                Ok(w.to_string())
+            } else {
+                Err(Error::run(format!(
+                    "model {w} is not served by {endpoint} (it serves: {}); pass --model with one of them",
+                    list.join(", ")
+                )))
+            }
+        }
+        (None, Some(list)) => match list.as_slice() {
+            [one] => {
+                log::info!(
+                    "{}",
+                    crate::report::event_line(
+                        "using served model",
+                        &[("model".into(), one.clone())]
+                    )
+                );
+                Ok(one.clone())
+            }
+            [] => Err(Error::run(format!(
+                "{endpoint}/models lists no model; pass --model"
+            ))),
+            many => Err(Error::usage(format!(
+                "{endpoint} serves several models ({}); pass --model",
+                many.join(", ")
+            ))),
+        },
+    }
+}
+
+/// The routing key of the probe request.
+pub const PROBE_ROUTING_KEY: &str = "trie-preflight";
+
+/// Send the probe completion (retried like any request); an error when it
+/// fails, warnings logged.
+pub fn probe(
+    client: &Client,
+    synth: &Synth,
+    seed: u64,
+    model_json: &str,
+    max_retries: u32,
+) -> Result<()> {
+    let mut body = Body::new(model_json, client.streaming());
+    body.push_synthetic(&synth.text(segment_key(seed, u64::MAX, 0), PROBE_PROMPT_TOKENS as usize));
+    body.finish(PROBE_MAX_TOKENS);
+    let mut attempt = 0;
+    let reply = loop {
+        let mut sent = std::time::Instant::now();
+        match client.complete(body.bytes(), PROBE_ROUTING_KEY, &mut sent) {
+            Err(f) if f.kind.retryable() && attempt < max_retries => {
+                log::warn!("preflight: {}; retrying", f.message);
+                std::thread::sleep(client::backoff(attempt));
+                attempt += 1;
+            }
+            r => break r,
+        }
+    }
+    .map_err(|f| {
+        let hint = match f.kind {
+            FailureKind::Connect => "is the server up?",
+            FailureKind::Timeout => "the server did not answer within --timeout",
+            FailureKind::Http(401 | 403) => "pass the right key with --api-key",
+            FailureKind::Http(404) => {
+                "does the server serve /v1/completions, and is --model right?"
+            }
+            FailureKind::Http(400 | 422) => {
+                "the server refused a plain completion request; is --model right?"
+            }
+            _ => "the server's answer is not an OpenAI completion",
+        };
+        Error::run(format!(
+            "preflight completion failed ({}): {}; {hint}",
+            f.kind.name(),
+            f.message
+        ))
+    })?;
+    for w in findings(&reply, client.streaming()) {
+        log::warn!("preflight: {w}");
+    }
+    Ok(())
+}
+
+/// What the probe's reply says about the server, as warnings.
+pub fn findings(reply: &Reply, stream: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if stream && !reply.streamed {
+        out.push(
+            "the server answered a stream request with one JSON body: it does not stream, so TTFT, TTFAT, decode speed and ITL will be missing (or pass --no-stream)"
+                .to_string(),
+        );
+    }
+    let Some(u) = reply.usage else {
+        out.push(
+            "the server sent no usage: completion tokens fall back to max_tokens and cache columns will be zero"
+                .to_string(),
+        );
+        return out;
+    };
+    if u.completion_tokens < PROBE_MAX_TOKENS as u64 {
+        out.push(format!(
+            "the server returned {} of {PROBE_MAX_TOKENS} tokens asked for with ignore_eos: it seems to ignore ignore_eos, so outputs will be shorter than the workload's",
+            u.completion_tokens
+        ));
+    }
+    if u.cached_tokens.is_none() {
+        out.push(
+            "the server reports no cached_tokens (usage.prompt_tokens_details): cache columns will be zero (vLLM: --enable-prompt-tokens-details)"
+                .to_string(),
+        );
+    }
+    let expected = PROBE_PROMPT_TOKENS + SERVER_BOS;
+    if u.prompt_tokens != expected {
+        out.push(format!(
+            "the server counted {} prompt tokens where trie sent {expected}: the tokenizer (--tokenizer) may not be the served model's, so prompt lengths will be off",
+            u.prompt_tokens
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::Usage;
+
+    #[test]
+    fn findings_name_each_shortcoming() {
+        let good = Reply {
+            streamed: true,
+            usage: Some(Usage {
+                prompt_tokens: 17,
+                completion_tokens: 4,
+                cached_tokens: Some(0),
+            }),
+            ..Reply::default()
+        };
+        assert!(findings(&good, true).is_empty());
+        let bad = Reply {
+            streamed: false,
+            usage: Some(Usage {
+                prompt_tokens: 18,
+                completion_tokens: 1,
+                cached_tokens: None,
+            }),
+            ..Reply::default()
+        };
+        let f = findings(&bad, true).join("\n");
+        for needle in [
+            "does not stream",
+            "ignore ignore_eos",
+            "no cached_tokens",
+            "counted 18 prompt tokens where trie sent 17",
+        ] {
+            assert!(f.contains(needle), "{needle} missing in {f}");
+        }
+        assert!(findings(&Reply::default(), false)[0].contains("no usage"));
+    }
+}

@@ -1,0 +1,555 @@
+//! The files a run leaves behind: the results document (`--output`), the CSV
+//! of completed traces (`--csv`), the per-request event log (`--events`) and
+//! the Python version's output-metrics rows (`--output-metrics`). Rendering is
+//! pure; writing is atomic (temporary file + rename), except the event log,
+//! which is appended and flushed line by line so a killed run keeps it.
+//!
+//! `data/results.schema.json` is the JSON Schema of [`Results`]; a test checks
+//! real documents against it and that README documents every field.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Arrival, Config, Endpoint, LoadModel};
+use crate::error::{Error, Result};
+use crate::event::{Event, trace_id};
+use crate::report;
+use crate::summary::Summary;
+
+/// Version of the results document layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What happens at the deadline, in words (SPEC §4).
+pub const DEADLINE_POLICY: &str = "traces start until duration_s; at the deadline (or on Ctrl+C / SIGTERM) requests in flight are cut off at once; their traces count as cancelled, neither completed nor failed; their finished requests still count in the token curve";
+
+/// The results document of one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Version of trie that wrote it.
+    pub trie_version: String,
+    /// Start of the run, RFC 3339 UTC.
+    pub started_at: String,
+    /// Host name of the machine trie ran on.
+    pub host: String,
+    /// The run's configuration, secrets removed.
+    pub config: RunConfig,
+    /// The deadline policy and what it did.
+    pub deadline: Deadline,
+    /// Every figure of the `benchmark complete` line, by the same names.
+    pub figures: BTreeMap<String, f64>,
+    /// Everything measured: per-trace stats, rates, failures, per-trace
+    /// records, the token curve.
+    pub summary: Summary,
+}
+
+/// The configuration of a run as recorded (no secrets).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// `--workload` as given (path or alias).
+    pub workload: String,
+    /// The file read.
+    pub workload_path: String,
+    /// FNV-1a of its bytes (hex).
+    pub workload_fnv1a: String,
+    /// `--tokenizer` as given (`null`: derived from the model, or bundled for `sim`).
+    pub tokenizer: Option<String>,
+    /// The tokenizer.json read.
+    pub tokenizer_path: String,
+    /// FNV-1a of its bytes (hex).
+    pub tokenizer_fnv1a: String,
+    /// Base URL requests went to.
+    pub endpoint: String,
+    /// Whether it was the built-in simulated engine.
+    pub endpoint_is_sim: bool,
+    /// Model name sent.
+    pub model: String,
+    /// `closed` or `open`.
+    pub load: String,
+    /// Closed loop: slots.
+    pub concurrency: Option<usize>,
+    /// Open loop: traces/s.
+    pub arrival_rate: Option<f64>,
+    /// Open loop: `constant` or `poisson`.
+    pub arrival: Option<String>,
+    /// Open loop: in-flight limit.
+    pub max_inflight: Option<usize>,
+    /// Deadline for starting traces, seconds.
+    pub duration_s: f64,
+    /// Seed of all synthetic text.
+    pub seed: u64,
+    /// Retries per request.
+    pub max_retries: u32,
+    /// Per-request timeout, seconds.
+    pub timeout_s: f64,
+    /// GPUs behind the endpoint.
+    pub num_gpus: Option<u32>,
+    /// Whether requests asked to stream.
+    pub stream: bool,
+    /// Whether an API key was sent (the key itself is never recorded).
+    pub api_key_set: bool,
+    /// Progress log interval, seconds.
+    pub progress_interval_s: Option<f64>,
+    /// `--output`.
+    pub output: Option<String>,
+    /// `--csv`.
+    pub csv: Option<String>,
+    /// `--events`.
+    pub events: Option<String>,
+    /// `--output-metrics`.
+    pub output_metrics: Option<String>,
+}
+
+/// The deadline policy and what happened to traces in flight.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Deadline {
+    /// [`DEADLINE_POLICY`].
+    pub policy: String,
+    /// The run was stopped by Ctrl+C / SIGTERM before its deadline.
+    pub interrupted: bool,
+    /// When the stop came, seconds since the start.
+    pub stopped_at_s: f64,
+    /// Traces in flight at the stop (cancelled).
+    pub cancelled_traces: u64,
+    /// Requests cut off in flight at the stop.
+    pub cancelled_requests: u64,
+}
+
+fn path_string(p: &Option<std::path::PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
+}
+
+impl RunConfig {
+    /// The record of `cfg`; the other arguments are what the run resolved.
+    pub fn new(
+        cfg: &Config,
+        endpoint: &str,
+        model: &str,
+        workload_path: &Path,
+        workload_fnv1a: &str,
+        tokenizer: &crate::tokenizer::Tokenizer,
+    ) -> RunConfig {
+        let (load, concurrency, arrival_rate, arrival, max_inflight) = match cfg.load {
+            LoadModel::Closed { concurrency } => ("closed", Some(concurrency), None, None, None),
+            LoadModel::Open {
+                rate,
+                arrival,
+                max_inflight,
+            } => (
+                "open",
+                None,
+                Some(rate),
+                Some(match arrival {
+                    Arrival::Constant => "constant",
+                    Arrival::Poisson => "poisson",
+                }),
+                Some(max_inflight),
+            ),
+        };
+        RunConfig {
+            workload: cfg.workload.clone(),
+            workload_path: workload_path.display().to_string(),
+            workload_fnv1a: workload_fnv1a.to_string(),
+            tokenizer: cfg.tokenizer.clone(),
+            tokenizer_path: tokenizer.source.clone(),
+            tokenizer_fnv1a: tokenizer.content_hash.clone(),
+            endpoint: endpoint.to_string(),
+            endpoint_is_sim: cfg.endpoint == Endpoint::Sim,
+            model: model.to_string(),
+            load: load.to_string(),
+            concurrency,
+            arrival_rate,
+            arrival: arrival.map(str::to_string),
+            max_inflight,
+            duration_s: cfg.duration.as_secs_f64(),
+            seed: cfg.seed,
+            max_retries: cfg.max_retries,
+            timeout_s: cfg.timeout.as_secs_f64(),
+            num_gpus: cfg.num_gpus,
+            stream: cfg.stream,
+            api_key_set: cfg.api_key.is_some(),
+            progress_interval_s: cfg.progress_interval.map(|d| d.as_secs_f64()),
+            output: path_string(&cfg.files.output),
+            csv: path_string(&cfg.files.csv),
+            events: path_string(&cfg.files.events),
+            output_metrics: path_string(&cfg.files.output_metrics),
+        }
+    }
+}
+
+impl Results {
+    /// The document of a finished run.
+    pub fn new(
+        started: SystemTime,
+        config: RunConfig,
+        stopped_at_s: f64,
+        summary: Summary,
+    ) -> Results {
+        Results {
+            schema_version: SCHEMA_VERSION,
+            trie_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: rfc3339(started),
+            host: host_name(),
+            config,
+            deadline: Deadline {
+                policy: DEADLINE_POLICY.to_string(),
+                interrupted: summary.interrupted,
+                stopped_at_s,
+                cancelled_traces: summary.cancelled_traces,
+                cancelled_requests: summary.cancelled_requests,
+            },
+            figures: report::figures(&summary)
+                .into_iter()
+                .map(|f| (f.name, f.value))
+                .collect(),
+            summary,
+        }
+    }
+
+    /// Read a results document; errors name the file and the fix.
+    pub fn read(path: &Path) -> Result<Results> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::usage(format!(
+                "{shown}: cannot read it ({e}); pass a file written by trie --output"
+            ))
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::usage(format!(
+                "{shown}: not JSON ({e}); pass a file written by trie --output"
+            ))
+        })?;
+        match value.get("schema_version").and_then(|v| v.as_u64()) {
+            None => {
+                return Err(Error::usage(format!(
+                    "{shown}: no schema_version, not a trie results file; pass a file written by trie --output"
+                )));
+            }
+            Some(v) if v > SCHEMA_VERSION as u64 => {
+                return Err(Error::usage(format!(
+                    "{shown}: schema_version {v} is newer than this trie reads ({SCHEMA_VERSION}); use a newer trie"
+                )));
+            }
+            Some(_) => {}
+        }
+        serde_json::from_value(value).map_err(|e| {
+            Error::usage(format!(
+                "{shown}: not a valid trie results file ({e}); pass a file written by trie --output"
+            ))
+        })
+    }
+
+    /// The document as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+}
+
+/// `trie report FILE`: the tables the run printed.
+pub fn report_file(path: &Path) -> Result<String> {
+    Ok(report::tables(&Results::read(path)?.summary) + "\n")
+}
+
+/// `trie compare FILES`: headline figures side by side.
+pub fn compare_files(paths: &[std::path::PathBuf]) -> Result<String> {
+    let docs = paths
+        .iter()
+        .map(|p| Ok((p.display().to_string(), Results::read(p)?.figures)))
+        .collect::<Result<Vec<_>>>()?;
+    let runs: Vec<_> = docs.iter().map(|(n, f)| (n.clone(), f)).collect();
+    Ok(report::compare(&runs))
+}
+
+/// The CSV header; one column per [`csv_row`] field.
+pub const CSV_HEADER: &str = "trace_id,template,slot,start_s,latency_s,ttft_s,ttfat_s,decode_tps,decode_tpot_ms,itl_ms,cache_hit_rate_pct,eligible_cache_hit_rate_pct,requests,output_tokens_per_trace,output_tokens_per_turn,retries";
+
+/// One CSV row per completed trace (empty cells for figures that need
+/// streaming when the run did not stream; per-turn tokens joined by `;`).
+pub fn csv(s: &Summary) -> String {
+    let opt = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
+    let mut out = String::from(CSV_HEADER);
+    out.push('\n');
+    for t in &s.traces {
+        let turns: Vec<String> = t
+            .output_tokens_per_turn
+            .iter()
+            .map(u64::to_string)
+            .collect();
+        out.push_str(&format!(
+            "{},{},{},{:.6},{:.6},{},{},{},{},{},{:.3},{:.3},{},{},{},{}\n",
+            t.trace_id,
+            t.template,
+            t.slot,
+            t.start_s,
+            t.latency_s,
+            opt(t.ttft_s),
+            opt(t.ttfat_s),
+            opt(t.decode_tps),
+            opt(t.decode_tpot_ms),
+            opt(t.itl_ms),
+            t.cache_hit_rate_pct,
+            t.eligible_cache_hit_rate_pct,
+            t.output_tokens_per_turn.len(),
+            t.output_tokens_per_trace,
+            turns.join(";"),
+            t.retries,
+        ));
+    }
+    out
+}
+
+/// The Python version's output-metrics rows: one JSON object per completed
+/// trace with `request_id`, `output_tokens_per_turn`, `output_tokens_per_trace`.
+pub fn output_metrics(s: &Summary) -> String {
+    s.traces
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "request_id": t.trace_id,
+                "output_tokens_per_turn": t.output_tokens_per_turn,
+                "output_tokens_per_trace": t.output_tokens_per_trace,
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+/// The event-log line of a request event (`None` for other events).
+pub fn event_json(ev: &Event) -> Option<String> {
+    let hex = |h: Option<u64>| h.map(|h| format!("{h:016x}"));
+    let v = match ev {
+        Event::Request(r) => serde_json::json!({
+            "trace_id": trace_id(r.seq),
+            "template": r.template,
+            "slot": r.slot,
+            "turn": r.turn,
+            "attempt": r.retries,
+            "status": "ok",
+            "start_us": micros(r.start),
+            "first_chunk_us": r.ttft.map(|t| micros(r.start + t)),
+            "end_us": micros(r.start + r.latency),
+            "expected_prompt_tokens": r.expected_prompt_tokens,
+            "prompt_tokens": r.usage.map(|u| u.prompt_tokens),
+            "cached_tokens": r.usage.and_then(|u| u.cached_tokens),
+            "completion_tokens": r.usage.map(|u| u.completion_tokens),
+            "max_tokens": r.max_tokens,
+            "retries": r.retries,
+            "failure": null,
+            "message": null,
+            "body_fnv1a": hex(r.body_fnv1a),
+        }),
+        Event::Failed(a) => serde_json::json!({
+            "trace_id": trace_id(a.seq),
+            "template": a.template,
+            "slot": a.slot,
+            "turn": a.turn,
+            "attempt": a.attempt,
+            "status": if a.kind == crate::client::FailureKind::Cancelled {
+                "cancelled"
+            } else if a.retried {
+                "retried"
+            } else {
+                "failed"
+            },
+            "start_us": micros(a.start),
+            "first_chunk_us": null,
+            "end_us": micros(a.end),
+            "expected_prompt_tokens": a.expected_prompt_tokens,
+            "prompt_tokens": null,
+            "cached_tokens": null,
+            "completion_tokens": null,
+            "max_tokens": a.max_tokens,
+            "retries": a.attempt,
+            "failure": a.kind.name(),
+            "message": a.message,
+            "body_fnv1a": hex(a.body_fnv1a),
+        }),
+        _ => return None,
+    };
+    Some(v.to_string())
+}
+
+/// The event log: one line per request event, flushed as written. A write
+/// error is reported once and ends the log (the run goes on).
+pub struct EventLog {
+    out: Option<BufWriter<File>>,
+    path: String,
+}
+
+impl EventLog {
+    /// Create (truncate) the log at `path`.
+    pub fn create(path: &Path) -> Result<EventLog> {
+        let file = File::create(path).map_err(|e| {
+            Error::usage(format!(
+                "--events {}: cannot create it ({e}); pass a writable path",
+                path.display()
+            ))
+        })?;
+        Ok(EventLog {
+            out: Some(BufWriter::new(file)),
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Log `ev` if it is a request event.
+    pub fn write(&mut self, ev: &Event) {
+        let (Some(out), Some(line)) = (self.out.as_mut(), event_json(ev)) else {
+            return;
+        };
+        let r = out
+            .write_all(line.as_bytes())
+            .and_then(|_| out.write_all(b"\n"))
+            .and_then(|_| out.flush());
+        if let Err(e) = r {
+            log::error!(
+                "--events {}: write failed ({e}); the event log stops here",
+                self.path
+            );
+            self.out = None;
+        }
+    }
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same
+/// directory, synced, then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let r = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Write every file of a finished run that `cfg` asks for (the event log is
+/// already written). Returns the errors, each naming its file.
+pub fn write_files(cfg: &Config, results: &Results) -> Vec<String> {
+    let f = &cfg.files;
+    let jobs = [
+        (
+            "--output",
+            &f.output,
+            Results::to_json as fn(&Results) -> String,
+        ),
+        ("--csv", &f.csv, |r| csv(&r.summary)),
+        ("--output-metrics", &f.output_metrics, |r| {
+            output_metrics(&r.summary)
+        }),
+    ];
+    let mut errors = Vec::new();
+    for (flag, path, render) in jobs {
+        let Some(path) = path else { continue };
+        match write_atomic(path, render(results).as_bytes()) {
+            Ok(()) => log::info!("wrote {flag} {}", path.display()),
+            Err(e) => errors.push(format!("{flag} {}: cannot write it: {e}", path.display())),
+        }
+    }
+    errors
+}
+
+/// `t` as RFC 3339 UTC, to the second.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// This machine's host name (`unknown` when it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |s: u64| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn csv_and_metrics_rows() {
+        let s = Summary {
+            traces: vec![crate::summary::TraceRecord {
+                trace_id: "trace-4".into(),
+                seq: 4,
+                template: 2,
+                slot: 1,
+                start_s: 0.5,
+                latency_s: 2.25,
+                ttft_s: Some(0.1),
+                ttfat_s: None,
+                output_tokens_per_turn: vec![3, 5],
+                output_tokens_per_trace: 8,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = csv(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[1],
+            "trace-4,2,1,0.500000,2.250000,0.100000,,,,,0.000,0.000,2,8,3;5,0"
+        );
+        assert_eq!(
+            lines[0].split(',').count(),
+            lines[1].split(',').count(),
+            "header and row agree"
+        );
+        assert_eq!(
+            output_metrics(&s),
+            "{\"output_tokens_per_trace\":8,\"output_tokens_per_turn\":[3,5],\"request_id\":\"trace-4\"}\n"
+        );
+    }
+}
