@@ -32,14 +32,18 @@
 //!                                                         │  Event (timestamps, usage, failures)
 //!                                                         ▼
 //!                                                   aggregator thread (owns all metrics state)
-//!                                                         │ at the deadline / on Ctrl+C
+//!                                                         │ ├─▶ --events JSONL, a flushed line per request
+//!                                                         │ at the deadline / on Ctrl+C / SIGTERM
 //!                                                         ▼
 //!                                                   Summary ──▶ tables · key=value line
+//!                                                         └──▶ Results ──▶ --output JSON · --csv · --output-metrics
 //! ```
 //!
 //! Before the clock starts, [`run::run`] validates everything that can be wrong
-//! with the input (flags, workload rows, tokenizer) so that nothing is sent to
-//! a server on bad input. Then one thread per slot takes jobs from the feeder,
+//! with the input (flags, workload rows, tokenizer, output paths) so that
+//! nothing is sent to a server on bad input, then runs the [`preflight`] (model
+//! listed, one tiny completion: unreachable or failing servers stop here,
+//! shortcomings become warnings). Then one thread per slot takes jobs from the feeder,
 //! builds all synthetic text of its trace, and runs the trace turn by turn. At
 //! the deadline the feeder stops, the shared ureq agent is shut down (which
 //! interrupts every blocked read at once) and the clock stops when every slot
@@ -58,7 +62,10 @@
 //! - [`event`] — the messages slots send.
 //! - [`aggregator`] — the one owner of metric state.
 //! - [`metrics`] — pure math: percentiles, slopes, decode speed, ITL.
-//! - [`summary`] — the one result type; [`report`] renders it.
+//! - [`summary`] — the one result type; [`report`] renders it (tables, figures,
+//!   `trie compare`).
+//! - [`preflight`] — the endpoint checks before the clock starts.
+//! - [`results`] — the files: results document, CSV, event log, output metrics.
 //! - [`run`] — one benchmark from start to summary.
 //! - [`sim`] — the simulated engine (`trie sim`).
 //!
@@ -71,6 +78,8 @@
 //! - The timed path holds only I/O: the timestamp of a line is taken as soon as
 //!   it is read, before parsing; no tokenizer call happens between a request's
 //!   start and its end (replies are counted after, while the tool "runs").
+//! - Secrets live in [`config::Secret`] (redacted `Debug`) and are sent only
+//!   in the `Authorization` header; files record `api_key_set` only.
 //! - Synthetic text is a pure function of (seed, trace sequence number,
 //!   segment) and re-tokenizes to exactly the requested count.
 //! - A failed request is data (counted by kind), never an error of the run.

@@ -266,7 +266,7 @@ pub fn compare_files(paths: &[std::path::PathBuf]) -> Result<String> {
     Ok(report::compare(&runs))
 }
 
-/// The CSV header; one column per [`csv_row`] field.
+/// The CSV header; one column per field of a [`csv`] row.
 pub const CSV_HEADER: &str = "trace_id,template,slot,start_s,latency_s,ttft_s,ttfat_s,decode_tps,decode_tpot_ms,itl_ms,cache_hit_rate_pct,eligible_cache_hit_rate_pct,requests,output_tokens_per_trace,output_tokens_per_turn,retries";
 
 /// One CSV row per completed trace (empty cells for figures that need

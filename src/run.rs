@@ -19,7 +19,7 @@ use crate::preflight;
 use crate::prompt::{Rng, Synth, mix};
 use crate::report;
 use crate::results::{self, EventLog, Results, RunConfig};
-use crate::sim::{BUNDLED_TOKENIZER, Sim, SimConfig};
+use crate::sim::{BUNDLED_TOKENIZER, SIM_MODEL, Sim, SimConfig};
 use crate::slot::{Job, SlotContext, run_slot};
 use crate::summary::Summary;
 use crate::tokenizer::{self, Tokenizer};
@@ -43,13 +43,11 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     // Load the tokenizer now when its name is known, so a bad one stops the
     // run before anything is sent.
     let load_tokenizer = |model: &str| -> Result<Tokenizer> {
-        match (&cfg.tokenizer, &cfg.endpoint) {
-            (None, Endpoint::Sim) => {
+        match &cfg.tokenizer {
+            None if cfg.endpoint == Endpoint::Sim || model == SIM_MODEL => {
                 Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")
             }
-            (spec, _) => {
-                Tokenizer::from_file(&tokenizer::resolve(spec.as_deref().unwrap_or(model))?)
-            }
+            spec => Tokenizer::from_file(&tokenizer::resolve(spec.as_deref().unwrap_or(model))?),
         }
     };
     let early_tok = match (&cfg.tokenizer, &cfg.model, &cfg.endpoint) {

@@ -33,6 +33,11 @@ use crate::prompt::Synth;
 use crate::tokenizer::Tokenizer;
 
 /// The tokenizer bundled in the binary (`data/tokenizer.json`, 8k byte-level BPE).
+/// The model name the sim serves by default; trie uses the bundled tokenizer
+/// for it when no `--tokenizer` is given.
+pub const SIM_MODEL: &str = "trie-sim";
+
+/// The bundled tokenizer.
 pub const BUNDLED_TOKENIZER: &[u8] = include_bytes!("../../data/tokenizer.json");
 
 /// Injected faults: each request draws one uniform number from (seed, request
@@ -191,7 +196,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             port: 8000,
-            model: "trie-sim".to_string(),
+            model: SIM_MODEL.to_string(),
             tokenizer: None,
             bos: 1,
             block_size: 16,

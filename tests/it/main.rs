@@ -1,6 +1,9 @@
-//! The one integration-test binary. Servers run in-process on 127.0.0.1:0.
+//! The one integration-test binary. Servers run on 127.0.0.1: in-process, or
+//! as `trie sim` child processes where a test needs to kill one.
 
+mod files;
 mod harness;
 mod hub;
+mod inputs;
 mod sim;
 mod util;

@@ -96,3 +96,86 @@ pub fn events(body: &str) -> Vec<serde_json::Value> {
         .map(|d| serde_json::from_str(d).unwrap_or(serde_json::Value::String(d.to_string())))
         .collect()
 }
+
+/// The trie binary.
+pub fn trie_bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trie"));
+    c.env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("RUST_LOG")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// Run the trie binary to the end: (exit code, stdout, stderr).
+pub fn trie_run(args: &[&str]) -> (i32, String, String) {
+    let out = trie_bin().args(args).output().expect("trie runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `trie sim` as a child process (killed on drop).
+pub struct SimProcess {
+    /// The child.
+    pub child: std::process::Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl SimProcess {
+    /// Start `trie sim --port 0 ARGS` and wait for its `listening on` line.
+    pub fn start(args: &[&str]) -> SimProcess {
+        use std::io::BufRead;
+        let mut child = trie_bin()
+            .arg("sim")
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("trie sim starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        SimProcess { child, url }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send `signal` (e.g. "INT") to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// Wait up to `secs` for `cond`.
+pub fn wait_for(secs: f64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
+}
