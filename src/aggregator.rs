@@ -49,6 +49,7 @@ pub struct Aggregator {
     waited: u64,
     short: u64,
     cancelled_requests: u64,
+    reconnects: u64,
 }
 
 impl Aggregator {
@@ -71,6 +72,7 @@ impl Aggregator {
             waited: 0,
             short: 0,
             cancelled_requests: 0,
+            reconnects: 0,
         }
     }
 
@@ -136,6 +138,7 @@ impl Aggregator {
 
     fn request(&mut self, r: RequestRecord) {
         self.http_requests += 1;
+        self.reconnects += r.reconnects as u64;
         match r.usage {
             None => self.no_usage += 1,
             Some(u) => {
@@ -259,6 +262,7 @@ impl Aggregator {
         summary.requests_without_cached_tokens = self.no_cached;
         summary.short_completions = self.short;
         summary.cancelled_requests = self.cancelled_requests;
+        summary.reconnects = self.reconnects;
         summary.wall_time_s = wall_s;
         summary.trace_per_s = if wall_s > 0.0 {
             t.len() as f64 / wall_s
@@ -372,6 +376,7 @@ mod tests {
             retries: 0,
             timings: None,
             body_fnv1a: None,
+            reconnects: 0,
         }
     }
 

@@ -55,6 +55,9 @@ impl FailureKind {
     }
 }
 
+/// Immediate re-sends after a kept-alive connection turned out closed.
+const MAX_RECONNECTS: u32 = 3;
+
 /// The wait before retry number `attempt + 1`: 0.25 s doubling, at most 8 s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs_f64((0.25 * 2f64.powi(attempt as i32)).min(8.0))
@@ -93,6 +96,9 @@ pub struct Reply {
     pub usage: Option<Usage>,
     /// llama.cpp timings, when sent.
     pub timings: Option<ServerTimings>,
+    /// Times it was sent again at once because a kept-alive connection
+    /// turned out to be closed.
+    pub reconnects: u32,
     /// Whether it came as an SSE stream (a server that cannot stream answers
     /// a stream request with one JSON body; it is read as such).
     pub streamed: bool,
@@ -153,17 +159,33 @@ impl Client {
         routing_key: &str,
         sent: &mut Instant,
     ) -> Result<Reply, Failure> {
-        let mut req = self
-            .agent
-            .post(&self.completions_url)
-            .header("Content-Type", "application/json")
-            .header("X-SMG-Routing-Key", routing_key);
-        if let Some(auth) = &self.auth {
-            req = req.header("Authorization", auth);
-        }
-        *sent = Instant::now();
+        // A kept-alive connection the server has closed (llama-server closes
+        // after every stream) fails at once on send, before the server sees
+        // anything: send again on a fresh connection, from a fresh clock.
+        let mut reconnects = 0;
+        let resp = loop {
+            let mut req = self
+                .agent
+                .post(&self.completions_url)
+                .header("Content-Type", "application/json")
+                .header("X-SMG-Routing-Key", routing_key);
+            if let Some(auth) = &self.auth {
+                req = req.header("Authorization", auth);
+            }
+            *sent = Instant::now();
+            match req.send(body).map_err(map_error) {
+                Ok(resp) => break resp,
+                Err(f) if f.kind == FailureKind::Reset && reconnects < MAX_RECONNECTS => {
+                    log::debug!(
+                        "{routing_key}: {}; sending again on a new connection",
+                        f.message
+                    );
+                    reconnects += 1;
+                }
+                Err(f) => return Err(f),
+            }
+        };
         let start = *sent;
-        let resp = req.send(body).map_err(map_error)?;
         let status = resp.status().as_u16();
         let json_body = resp
             .headers()
@@ -179,11 +201,13 @@ impl Client {
                 format!("HTTP {status}: {}", one_line(&text)),
             ));
         }
-        if self.stream && !json_body {
+        let mut reply = if self.stream && !json_body {
             read_stream(&mut reader, start)
         } else {
             read_whole(&mut reader, start)
-        }
+        }?;
+        reply.reconnects = reconnects;
+        Ok(reply)
     }
 }
 
@@ -215,6 +239,7 @@ fn read_stream(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failu
         usage: stream.usage,
         timings: stream.timings,
         streamed: true,
+        reconnects: 0,
     })
 }
 
@@ -237,6 +262,7 @@ fn read_whole(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failur
         usage: chunk.usage,
         timings: chunk.timings,
         streamed: false,
+        reconnects: 0,
     })
 }
 

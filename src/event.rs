@@ -44,6 +44,8 @@ pub struct RequestRecord {
     pub timings: Option<ServerTimings>,
     /// FNV-1a of the request body (only when an event log is written).
     pub body_fnv1a: Option<u64>,
+    /// Immediate re-sends on a fresh connection (a kept-alive one was closed).
+    pub reconnects: u32,
 }
 
 /// One failed attempt of a request (retried, final, or cancelled by the stop).

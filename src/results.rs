@@ -345,9 +345,11 @@ pub fn event_json(ev: &Event) -> Option<String> {
             "completion_tokens": r.usage.map(|u| u.completion_tokens),
             "max_tokens": r.max_tokens,
             "retries": r.retries,
+            "reconnects": r.reconnects,
             "failure": null,
             "message": null,
             "body_fnv1a": hex(r.body_fnv1a),
+            "server_timings": r.timings,
         }),
         Event::Failed(a) => serde_json::json!({
             "trace_id": trace_id(a.seq),
@@ -371,9 +373,11 @@ pub fn event_json(ev: &Event) -> Option<String> {
             "completion_tokens": null,
             "max_tokens": a.max_tokens,
             "retries": a.attempt,
+            "reconnects": null,
             "failure": a.kind.name(),
             "message": a.message,
             "body_fnv1a": hex(a.body_fnv1a),
+            "server_timings": null,
         }),
         _ => return None,
     };

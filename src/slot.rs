@@ -272,6 +272,7 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
             retries,
             timings: reply.timings,
             body_fnv1a,
+            reconnects: reply.reconnects,
         }));
         if turn < t.num_turns() {
             body.push_text(&reply.text);

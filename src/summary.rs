@@ -135,6 +135,9 @@ pub struct Summary {
     pub short_completions: u64,
     /// Requests in flight when the run stopped, cut off.
     pub cancelled_requests: u64,
+    /// Requests sent again at once on a fresh connection because the kept-alive
+    /// one had been closed by the server (not failures: the server saw nothing).
+    pub reconnects: u64,
     /// Run start to the moment every slot had stopped.
     pub wall_time_s: f64,
     /// Completed traces per wall-clock second.

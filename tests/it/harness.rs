@@ -142,6 +142,7 @@ fn latencies_sit_within_the_sim_timing_model() {
 
 #[test]
 fn deadline_cancels_in_flight_traces_at_once() {
+    let _cpu = crate::util::cpu_exclusive();
     let path = temp_file("w.jsonl", &row(100, &[], &[], 0.0, 5000));
     let (sim, _rx) = fast_sim(SimConfig {
         decode_tps: 100.0,
@@ -169,6 +170,7 @@ fn deadline_cancels_in_flight_traces_at_once() {
 
 #[test]
 fn interrupt_stops_the_run_and_keeps_what_finished() {
+    let _cpu = crate::util::cpu_exclusive();
     let path = temp_file("w.jsonl", &row(50, &[], &[], 0.0, 3));
     let (sim, _rx) = fast_sim(fast());
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -273,12 +275,17 @@ fn failing_500s_count_failed_traces_and_the_run_goes_on() {
     assert_eq!(f.traces, s.failed_requests);
     assert_eq!(f.retried_attempts, 0);
     assert!(f.examples[0].contains("HTTP 500"));
-    // Every failed trace ended on exactly one 500 the sim injected.
+    // Every failed trace ended on one 500 the sim injected; a 500 that
+    // arrives after the deadline ends its trace as cancelled instead.
     let injected = drain(&rx)
         .iter()
         .filter(|r| r.fault == Fault::Status(500))
         .count() as u64;
-    assert_eq!(injected, s.failed_requests);
+    assert!(
+        (s.failed_requests..=s.failed_requests + 2).contains(&injected),
+        "{injected} injected, {} failed",
+        s.failed_requests
+    );
 }
 
 #[test]

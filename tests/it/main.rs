@@ -5,5 +5,6 @@ mod files;
 mod harness;
 mod hub;
 mod inputs;
+mod real;
 mod sim;
 mod util;

@@ -98,6 +98,7 @@ fn prefix_cache_hits_shared_prefix_and_forgets_after_eviction() {
 
 #[test]
 fn ttft_and_decode_respect_the_timing_model() {
+    let _cpu = crate::util::cpu_exclusive();
     let (sim, _rx) = fast_sim(SimConfig {
         prefill_tps: 10_000.0,
         decode_tps: 100.0,

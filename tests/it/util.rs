@@ -179,3 +179,11 @@ pub fn wait_for(secs: f64, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Held by tests that load the CPU hard (the real engine) and by tests that
+/// check wall-clock timing, so that on a 2-core machine the one does not
+/// starve the other.
+pub fn cpu_exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
