@@ -125,7 +125,43 @@ pub fn agent(pool: usize, timeout: Duration) -> ureq::Agent {
         .accept_encoding("identity")
         .no_delay(true)
         .build();
-    config.into()
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        CachingResolver::default(),
+    )
+}
+
+/// Resolves each host once per run. ureq resolves before it looks in its
+/// pool, and with a timeout set it resolves on a new thread, so without this
+/// every request would spawn a thread (and carry its cost in TTFT).
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    cache: parking_lot::Mutex<
+        std::collections::HashMap<String, ureq::unversioned::resolver::ResolvedSocketAddrs>,
+    >,
+}
+
+impl ureq::unversioned::resolver::Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or(""),
+            uri.authority().map(|a| a.as_str()).unwrap_or("")
+        );
+        if let Some(addrs) = self.cache.lock().get(&key) {
+            return Ok(addrs.clone());
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        self.cache.lock().insert(key, addrs.clone());
+        Ok(addrs)
+    }
 }
 
 impl Client {

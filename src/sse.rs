@@ -63,10 +63,35 @@ struct RawChoice<'a> {
     finish_reason: Option<Cow<'a, str>>,
 }
 
+/// The first element of `choices`, the rest skipped: no `Vec` per chunk on
+/// the timed path.
+struct FirstChoice<'a>(Option<RawChoice<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = FirstChoice<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let first = seq.next_element::<RawChoice<'a>>()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(FirstChoice(first))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize)]
 struct RawChunk<'a> {
     #[serde(default, borrow)]
-    choices: Option<Vec<RawChoice<'a>>>,
+    choices: Option<FirstChoice<'a>>,
     #[serde(default)]
     usage: Option<RawUsage>,
     #[serde(default)]
@@ -109,7 +134,7 @@ pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
         timings: raw.timings,
         ..Chunk::default()
     };
-    if let Some(first) = raw.choices.and_then(|c| c.into_iter().next()) {
+    if let Some(first) = raw.choices.and_then(|c| c.0) {
         chunk.has_choice = true;
         chunk.text = first.text.unwrap_or_default();
         chunk.finish_reason = first.finish_reason;

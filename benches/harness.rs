@@ -1,0 +1,138 @@
+//! Harness ceiling: trie against `trie sim` with instant prefill and decode
+//! (a separate process), at concurrency 1, 16, 256 and 1024: traces/s,
+//! requests/s, streamed chunks/s, and trie's own CPU seconds per 1,000 chunks.
+//! Then the overhead at a paced 10k chunks/s (100 slots × 100 tok/s).
+//!
+//! cargo bench --bench harness [-- SECONDS]
+//!
+//! Targets: >= 100k chunks/s; < 5 % of a core at 10k chunks/s.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use support::{SimChild, cpu_s, machine, workload};
+use trie::Config;
+
+/// One run: (summary, trie CPU s, sim CPU s).
+fn measure(
+    url: &str,
+    wl: &str,
+    conc: usize,
+    secs: f64,
+    sim: &SimChild,
+) -> (trie::Summary, f64, f64) {
+    let cfg = Config::new(wl, url)
+        .unwrap()
+        .concurrency(conc)
+        .duration(Duration::from_secs_f64(secs))
+        .max_retries(0);
+    let (c0, s0) = (cpu_s(), sim.cpu_s());
+    let s = cfg.run().expect("run");
+    (s, cpu_s() - c0, sim.cpu_s() - s0)
+}
+
+fn main() {
+    let secs: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(8.0);
+    // Short multi-turn traces: 5 requests of 64 one-token chunks each.
+    let row = serde_json::json!({
+        "num_turns": 4,
+        "input_prompt_length": 128,
+        "assistant_response_length": [64, 64, 64, 64],
+        "tool_call_output_length": [32, 32, 32, 32],
+        "tool_call_latency": [0.0, 0.0, 0.0, 0.0],
+        "final_assistant_response_length": 64,
+    });
+    let wl = workload("ceiling.jsonl", &vec![row; 64]);
+    let wl = wl.to_str().unwrap();
+    println!("machine: {}", machine());
+    println!("run: {secs} s per point, sim: instant prefill and decode, 1 token per chunk");
+    println!(
+        "{:>6} {:>10} {:>12} {:>12} {:>16} {:>10} {:>10}",
+        "conc", "traces/s", "requests/s", "chunks/s", "trie CPU s/1k ch", "trie CPU", "sim CPU"
+    );
+    let sim = SimChild::start(&[
+        "--prefill-tps",
+        "0",
+        "--decode-tps",
+        "0",
+        "--max-running",
+        "4096",
+    ]);
+    for conc in [1usize, 16, 256, 1024] {
+        let (s, trie_cpu, sim_cpu) = measure(&sim.url, wl, conc, secs, &sim);
+        let wall = s.wall_time_s;
+        let chunks = s.curve.last().map(|p| p.completion).unwrap_or(0) as f64;
+        println!(
+            "{conc:>6} {:>10.1} {:>12.0} {:>12.0} {:>16.4} {:>9.0}% {:>9.0}%",
+            s.completed_requests as f64 / wall,
+            s.http_requests as f64 / wall,
+            chunks / wall,
+            1000.0 * trie_cpu / chunks.max(1.0),
+            100.0 * trie_cpu / wall,
+            100.0 * sim_cpu / wall,
+        );
+    }
+    drop(sim);
+
+    // Overhead at a paced 10k chunks/s.
+    let sim = SimChild::start(&[
+        "--prefill-tps",
+        "0",
+        "--decode-tps",
+        "100",
+        "--max-running",
+        "4096",
+    ]);
+    let (s, trie_cpu, _) = measure(&sim.url, wl, 100, secs.max(10.0), &sim);
+    let wall = s.wall_time_s;
+    let chunks = s.curve.last().map(|p| p.completion).unwrap_or(0) as f64;
+    println!(
+        "paced: 100 slots x 100 tok/s: {:.0} chunks/s, trie CPU {:.2} % of a core ({:.4} CPU s per 1k chunks)",
+        chunks / wall,
+        100.0 * trie_cpu / wall,
+        1000.0 * trie_cpu / chunks.max(1.0)
+    );
+    let (chunks, cpu, wall) = raw_floor(&sim.url, 100, secs.max(10.0));
+    println!(
+        "floor: 100 threads reading the same streams with std::net and nothing else: {:.0} chunks/s, {:.2} % of a core ({:.4} CPU s per 1k chunks)",
+        chunks / wall,
+        100.0 * cpu / wall,
+        1000.0 * cpu / chunks.max(1.0)
+    );
+}
+
+/// The cost of the architecture itself: `threads` blocking threads reading
+/// SSE lines from plain `TcpStream`s (no HTTP library, no parsing, no
+/// timestamps). Returns (chunks, CPU s, wall s).
+fn raw_floor(url: &str, threads: usize, secs: f64) -> (f64, f64, f64) {
+    let addr = support::host_port(url);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let chunks = std::sync::atomic::AtomicU64::new(0);
+    let c0 = cpu_s();
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..threads {
+            let (addr, stop, chunks) = (&addr, &stop, &chunks);
+            s.spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = format!(
+                        r#"{{"model":"trie-sim","prompt":"a b c {i} {n}","max_tokens":64,"ignore_eos":true,"stream":true}}"#
+                    );
+                    n += 1;
+                    let at = support::raw_stream(addr, body.as_bytes());
+                    chunks.fetch_add(at.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    (chunks.into_inner() as f64, cpu_s() - c0, wall)
+}
