@@ -34,10 +34,7 @@ fn measure(
 }
 
 fn main() {
-    let secs: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(8.0);
+    let secs = support::seconds_arg(8.0);
     // Short multi-turn traces: 5 requests of 64 one-token chunks each.
     let row = serde_json::json!({
         "num_turns": 4,

@@ -16,10 +16,7 @@ use support::{SimChild, machine, peak_rss_mb, workload};
 use trie::Config;
 
 fn main() {
-    let secs: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(60.0);
+    let secs = support::seconds_arg(60.0);
     let row = serde_json::json!({
         "num_turns": 8,
         "input_prompt_length": 16_000,

@@ -31,10 +31,7 @@ const DECODE_TPS: f64 = 20.0;
 const MAX_TOKENS: u32 = 20;
 
 fn main() {
-    let secs: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(8.0);
+    let secs = support::seconds_arg(8.0);
     let tok = Tokenizer::from_file(std::path::Path::new("data/tokenizer.json")).unwrap();
     let synth = Synth::new(&tok).unwrap();
     let sim = SimChild::start(&[

@@ -139,6 +139,14 @@ pub fn raw_stream(addr: &str, body: &[u8]) -> Vec<std::time::Duration> {
     at
 }
 
+/// The first numeric argument (seconds per point), else `default`.
+pub fn seconds_arg(default: f64) -> f64 {
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `host:port` of a base URL `http://host:port/v1`.
 pub fn host_port(url: &str) -> String {
     url.trim_start_matches("http://")
