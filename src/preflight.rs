@@ -9,6 +9,7 @@ use crate::client::{self, Client, FailureKind, Reply};
 use crate::error::{Error, Result};
 use crate::prompt::{Synth, segment_key};
 use crate::slot::{Body, SERVER_BOS};
+use crate::tokenizer::Tokenizer;
 
 /// Synthetic prompt tokens of the probe (plus the server's BOS).
 pub const PROBE_PROMPT_TOKENS: u64 = 16;
@@ -125,16 +126,31 @@ pub fn choose_model(
 pub const PROBE_ROUTING_KEY: &str = "trie-preflight";
 
 /// Send the probe completion (retried like any request); an error when it
-/// fails, warnings logged.
+/// fails, warnings logged. The probe's prompt is synthetic words followed by
+/// one of the tokenizer's non-special added tokens (if it has any): the
+/// server's count says whether it reads such text as one token (Hugging Face
+/// tokenizers) or as plain text (llama.cpp, for some vocabularies). Model
+/// output can contain that text and is sent back in later prompts, so the
+/// tokenizer returned is the one that counts replies as the server will, and
+/// `true` when that is the plain-text reading.
 pub fn probe(
     client: &Client,
     synth: &Synth,
+    tok: Tokenizer,
     seed: u64,
     model_json: &str,
     max_retries: u32,
-) -> Result<()> {
+) -> Result<(Tokenizer, bool)> {
+    let mut text = synth.text(segment_key(seed, u64::MAX, 0), PROBE_PROMPT_TOKENS as usize);
+    let plain = tok.with_added_tokens_as_text();
     let mut body = Body::new(model_json, client.streaming());
-    body.push_synthetic(&synth.text(segment_key(seed, u64::MAX, 0), PROBE_PROMPT_TOKENS as usize));
+    body.push_synthetic(&text);
+    if let Some(added) = plain.as_ref().and_then(|_| tok.plain_added_token()) {
+        body.push_text(&added);
+        text.push_str(&added);
+    }
+    let expected = SERVER_BOS + tok.count(&text) as u64;
+    let expected_plain = plain.as_ref().map(|p| SERVER_BOS + p.count(&text) as u64);
     body.finish(PROBE_MAX_TOKENS);
     let mut attempt = 0;
     let reply = loop {
@@ -167,14 +183,26 @@ pub fn probe(
             f.message
         ))
     })?;
-    for w in findings(&reply, client.streaming()) {
+    let counted = reply.usage.map(|u| u.prompt_tokens);
+    if let (Some(plain), Some(n)) = (plain, counted)
+        && n != expected
+        && Some(n) == expected_plain
+    {
+        log::info!(
+            "preflight: the server reads added-token text such as {:?} as plain text; trie counts replies the same way",
+            tok.plain_added_token().unwrap_or_default()
+        );
+        return Ok((plain, true));
+    }
+    for w in findings(&reply, client.streaming(), expected) {
         log::warn!("preflight: {w}");
     }
-    Ok(())
+    Ok((tok, false))
 }
 
-/// What the probe's reply says about the server, as warnings.
-pub fn findings(reply: &Reply, stream: bool) -> Vec<String> {
+/// What the probe's reply says about the server, as warnings; `expected` is
+/// the prompt count trie meant to send.
+pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
     let mut out = Vec::new();
     if stream && !reply.streamed {
         out.push(
@@ -201,7 +229,6 @@ pub fn findings(reply: &Reply, stream: bool) -> Vec<String> {
                 .to_string(),
         );
     }
-    let expected = PROBE_PROMPT_TOKENS + SERVER_BOS;
     if u.prompt_tokens != expected {
         out.push(format!(
             "the server counted {} prompt tokens where trie sent {expected}: the tokenizer (--tokenizer) may not be the served model's, so prompt lengths will be off",
@@ -227,7 +254,7 @@ mod tests {
             }),
             ..Reply::default()
         };
-        assert!(findings(&good, true).is_empty());
+        assert!(findings(&good, true, 17).is_empty());
         let bad = Reply {
             streamed: false,
             usage: Some(Usage {
@@ -237,7 +264,7 @@ mod tests {
             }),
             ..Reply::default()
         };
-        let f = findings(&bad, true).join("\n");
+        let f = findings(&bad, true, 17).join("\n");
         for needle in [
             "does not stream",
             "ignore ignore_eos",
@@ -246,6 +273,6 @@ mod tests {
         ] {
             assert!(f.contains(needle), "{needle} missing in {f}");
         }
-        assert!(findings(&Reply::default(), false)[0].contains("no usage"));
+        assert!(findings(&Reply::default(), false, 17)[0].contains("no usage"));
     }
 }

@@ -64,6 +64,9 @@ pub struct RunConfig {
     pub tokenizer_path: String,
     /// FNV-1a of its bytes (hex).
     pub tokenizer_fnv1a: String,
+    /// The preflight found the server reads non-special added-token text
+    /// (such as `<｜Assistant｜>`) as plain text, and replies were counted so.
+    pub added_tokens_as_text: bool,
     /// Base URL requests went to.
     pub endpoint: String,
     /// Whether it was the built-in simulated engine.
@@ -159,6 +162,7 @@ impl RunConfig {
             tokenizer: cfg.tokenizer.clone(),
             tokenizer_path: tokenizer.source.clone(),
             tokenizer_fnv1a: tokenizer.content_hash.clone(),
+            added_tokens_as_text: false,
             endpoint: endpoint.to_string(),
             endpoint_is_sim: cfg.endpoint == Endpoint::Sim,
             model: model.to_string(),

@@ -82,14 +82,16 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     let synth = Synth::new(&tok)?;
     let model_json = serde_json::Value::from(model.as_str()).to_string();
     let client = Client::new(agent, &endpoint, api_key, cfg.stream);
-    preflight::probe(&client, &synth, cfg.seed, &model_json, cfg.max_retries)?;
+    // The tokenizer that counts replies as the server will (see the probe).
+    let (tok, added_tokens_as_text) =
+        preflight::probe(&client, &synth, tok, cfg.seed, &model_json, cfg.max_retries)?;
     let event_log = cfg
         .files
         .events
         .as_deref()
         .map(EventLog::create)
         .transpose()?;
-    let run_config = RunConfig::new(
+    let mut run_config = RunConfig::new(
         cfg,
         &endpoint,
         &model,
@@ -97,6 +99,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         &workload.content_hash,
         &tok,
     );
+    run_config.added_tokens_as_text = added_tokens_as_text;
 
     let mut summary = Summary {
         model: model.clone(),

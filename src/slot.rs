@@ -255,6 +255,7 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
                 .map(|&s| Duration::from_secs_f64(s))
                 .unwrap_or_default();
         // Off the timed path from here on: the request has ended.
+        log::trace!("{routing_key} turn {turn} reply {:?}", reply.text);
         let (itl_sum, itl_count) = itl_of(ctx.tokenizer, &reply);
         let _ = ctx.events.send(Event::Request(RequestRecord {
             seq: job.seq,

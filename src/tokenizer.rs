@@ -49,6 +49,36 @@ impl Tokenizer {
         })
     }
 
+    /// The text of one added token that is not marked special (such as
+    /// DeepSeek's `<｜Assistant｜>`), if the tokenizer has any. Engines differ
+    /// on these: Hugging Face tokenizers (vLLM, SGLang) match them in prompt
+    /// text as one token, llama.cpp may read them as plain text.
+    pub fn plain_added_token(&self) -> Option<String> {
+        self.inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| !t.special && !t.content.trim().is_empty())
+            .map(|t| t.content)
+            .min()
+    }
+
+    /// The same tokenizer reading non-special added tokens as plain text (as
+    /// llama.cpp does for some vocabularies). `None` when there are none.
+    pub fn with_added_tokens_as_text(&self) -> Option<Tokenizer> {
+        self.plain_added_token()?;
+        let mut json: serde_json::Value =
+            serde_json::from_str(&self.inner.to_string(false).ok()?).ok()?;
+        json["added_tokens"]
+            .as_array_mut()?
+            .retain(|t| t["special"].as_bool().unwrap_or(true));
+        let inner = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes()).ok()?;
+        Some(Tokenizer {
+            inner,
+            source: format!("{} (added tokens as text)", self.source),
+            content_hash: self.content_hash.clone(),
+        })
+    }
+
     /// Token ids of `text`, without special tokens.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         match self.inner.encode_fast(text, false) {
@@ -179,6 +209,35 @@ fn cached_snapshot(repo_dir: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_tokens_can_be_read_as_plain_text() {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(crate::sim::BUNDLED_TOKENIZER).unwrap();
+        json["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": 8192, "content": "<|tool|>", "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": true, "special": false
+            }));
+        let tok = Tokenizer::from_bytes(json.to_string().as_bytes(), "t").unwrap();
+        assert_eq!(tok.plain_added_token().as_deref(), Some("<|tool|>"));
+        let text = "hello<|tool|>world";
+        let plain = tok.with_added_tokens_as_text().unwrap();
+        // One token as an added token; several as plain text, the same as
+        // the tokenizer without it counts.
+        let bundled = Tokenizer::from_bytes(crate::sim::BUNDLED_TOKENIZER, "b").unwrap();
+        assert_eq!(
+            tok.count(text),
+            bundled.count("hello") + 1 + bundled.count("world")
+        );
+        assert_eq!(plain.count(text), bundled.count(text));
+        assert!(plain.count(text) > tok.count(text));
+        // Special added tokens stay tokens; without plain ones there is no variant.
+        assert_eq!(plain.count("<|endoftext|>"), 1);
+        assert!(bundled.with_added_tokens_as_text().is_none());
+    }
 
     #[test]
     fn hub_ids() {

@@ -224,3 +224,32 @@ fn llama_server_counts_every_prompt_as_trie_meant_and_caches_later_turns() {
         last.prompt
     );
 }
+
+#[test]
+fn llama_server_with_the_deepseek_v4_tokenizer_gets_exact_prompts() {
+    // A random-weight model over DeepSeek-V4's vocabulary emits added-token
+    // text such as `<｜Assistant｜>`; llama.cpp reads it back as plain text,
+    // Hugging Face tokenizers as one token. The preflight finds out which, so
+    // every later prompt is still counted exactly.
+    let _cpu = crate::util::cpu_exclusive();
+    let Some(server) = Server::start(2, "deepseek-v4") else {
+        return;
+    };
+    let out = workload().with_file_name("deepseek.json");
+    let s = Config::new(workload().to_str().unwrap(), &server.url)
+        .unwrap()
+        .tokenizer(kit().join("deepseek-v4/tokenizer.json").to_str().unwrap())
+        .concurrency(2)
+        .duration(Duration::from_secs(10))
+        .output(&out)
+        .run()
+        .unwrap();
+    let doc = trie::results::Results::read(&out).unwrap();
+    assert!(
+        doc.config.added_tokens_as_text,
+        "the preflight saw how llama.cpp reads them"
+    );
+    assert!(s.http_requests >= 30, "{} requests", s.http_requests);
+    assert_eq!(s.prompt_token_mismatches, 0);
+    assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
+}
