@@ -706,3 +706,24 @@ fn secrets_never_reach_logs_or_files() {
         "{err}"
     );
 }
+
+#[test]
+fn a_run_where_no_trace_completes_exits_1() {
+    // 1 token/s: no trace of the workload can finish in half a second.
+    let sim = SimProcess::start(&["--decode-tps", "1", "--prefill-tps", "0"]);
+    let (code, stdout, err) = trie_run(&[
+        "--workload",
+        small_workload().to_str().unwrap(),
+        "--endpoint",
+        &sim.url,
+        "--duration",
+        "0.5",
+        "-q",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("completed_requests=0"), "{err}");
+    assert!(
+        stdout.contains("completed=0/0"),
+        "the tables are still printed: {stdout}"
+    );
+}
