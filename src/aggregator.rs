@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::FailureKind;
-use crate::event::{Event, RequestRecord, TraceEnd};
+use crate::event::{Event, Next, RequestRecord, TraceEnd};
 use crate::metrics::{self, CurvePoint, Stats};
 use crate::summary::{ArrivalStats, FailureCount, PerTrace, Summary, TraceRecord};
 use crate::workload::Workload;
@@ -104,7 +104,9 @@ impl Aggregator {
             Event::Failed(a) => {
                 if a.kind == FailureKind::Cancelled {
                     self.cancelled_requests += 1;
-                } else if a.retried {
+                } else if a.next == Next::Reconnect {
+                    self.reconnects += 1;
+                } else if a.next == Next::Retry {
                     let f = self.failures.entry(a.kind.name()).or_default();
                     f.retried_attempts += 1;
                     if f.examples.len() < EXAMPLES {
@@ -138,7 +140,6 @@ impl Aggregator {
 
     fn request(&mut self, r: RequestRecord) {
         self.http_requests += 1;
-        self.reconnects += r.reconnects as u64;
         match r.usage {
             None => self.no_usage += 1,
             Some(u) => {
@@ -376,7 +377,6 @@ mod tests {
             retries: 0,
             timings: None,
             body_fnv1a: None,
-            reconnects: 0,
         }
     }
 

@@ -114,6 +114,8 @@ Usage: trie sim [OPTIONS]
                            cannot stream)
   --no-cached-tokens       leave cached_tokens out of usage
   --eos-after N            ignore ignore_eos: stop every completion after N tokens
+  --close-after-completion close the connection after every completion, though
+                           kept alive (as llama-server does)
 ";
 
 fn value_of(parser: &mut lexopt::Parser, flag: &str) -> Result<String> {
@@ -447,6 +449,10 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             }
             Long("no-cached-tokens") => {
                 c.quirks.no_cached_tokens = true;
+                continue;
+            }
+            Long("close-after-completion") => {
+                c.quirks.close_after_completion = true;
                 continue;
             }
             Long(name) => format!("--{name}"),

@@ -55,9 +55,6 @@ impl FailureKind {
     }
 }
 
-/// Immediate re-sends after a kept-alive connection turned out closed.
-const MAX_RECONNECTS: u32 = 3;
-
 /// The wait before retry number `attempt + 1`: 0.25 s doubling, at most 8 s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs_f64((0.25 * 2f64.powi(attempt as i32)).min(8.0))
@@ -70,6 +67,8 @@ pub struct Failure {
     pub kind: FailureKind,
     /// Detail for the report (never contains the API key).
     pub message: String,
+    /// It failed while sending, before any byte of a response came back.
+    pub before_response: bool,
 }
 
 impl Failure {
@@ -77,6 +76,7 @@ impl Failure {
         Failure {
             kind,
             message: message.into(),
+            before_response: false,
         }
     }
 }
@@ -96,9 +96,6 @@ pub struct Reply {
     pub usage: Option<Usage>,
     /// llama.cpp timings, when sent.
     pub timings: Option<ServerTimings>,
-    /// Times it was sent again at once because a kept-alive connection
-    /// turned out to be closed.
-    pub reconnects: u32,
     /// Whether it came as an SSE stream (a server that cannot stream answers
     /// a stream request with one JSON body; it is read as such).
     pub streamed: bool,
@@ -134,12 +131,18 @@ pub fn agent(pool: usize, timeout: Duration) -> ureq::Agent {
 
 /// Resolves each host once per run. ureq resolves before it looks in its
 /// pool, and with a timeout set it resolves on a new thread, so without this
-/// every request would spawn a thread (and carry its cost in TTFT).
+/// every request would spawn a thread (and carry its cost in TTFT). A hit
+/// costs a read lock and a comparison, no allocation.
 #[derive(Debug, Default)]
 struct CachingResolver {
     inner: ureq::unversioned::resolver::DefaultResolver,
-    cache: parking_lot::Mutex<
-        std::collections::HashMap<String, ureq::unversioned::resolver::ResolvedSocketAddrs>,
+    /// (scheme, authority, addresses).
+    cache: parking_lot::RwLock<
+        Vec<(
+            String,
+            String,
+            ureq::unversioned::resolver::ResolvedSocketAddrs,
+        )>,
     >,
 }
 
@@ -150,16 +153,21 @@ impl ureq::unversioned::resolver::Resolver for CachingResolver {
         config: &ureq::config::Config,
         timeout: ureq::unversioned::transport::NextTimeout,
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let key = format!(
-            "{}://{}",
-            uri.scheme_str().unwrap_or(""),
-            uri.authority().map(|a| a.as_str()).unwrap_or("")
-        );
-        if let Some(addrs) = self.cache.lock().get(&key) {
-            return Ok(addrs.clone());
+        let scheme = uri.scheme_str().unwrap_or("");
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        let hit = self
+            .cache
+            .read()
+            .iter()
+            .find(|(s, a, _)| s == scheme && a == authority)
+            .map(|(_, _, addrs)| addrs.clone());
+        if let Some(addrs) = hit {
+            return Ok(addrs);
         }
         let addrs = self.inner.resolve(uri, config, timeout)?;
-        self.cache.lock().insert(key, addrs.clone());
+        self.cache
+            .write()
+            .push((scheme.to_string(), authority.to_string(), addrs.clone()));
         Ok(addrs)
     }
 }
@@ -195,32 +203,19 @@ impl Client {
         routing_key: &str,
         sent: &mut Instant,
     ) -> Result<Reply, Failure> {
-        // A kept-alive connection the server has closed (llama-server closes
-        // after every stream) fails at once on send, before the server sees
-        // anything: send again on a fresh connection, from a fresh clock.
-        let mut reconnects = 0;
-        let resp = loop {
-            let mut req = self
-                .agent
-                .post(&self.completions_url)
-                .header("Content-Type", "application/json")
-                .header("X-SMG-Routing-Key", routing_key);
-            if let Some(auth) = &self.auth {
-                req = req.header("Authorization", auth);
-            }
-            *sent = Instant::now();
-            match req.send(body).map_err(map_error) {
-                Ok(resp) => break resp,
-                Err(f) if f.kind == FailureKind::Reset && reconnects < MAX_RECONNECTS => {
-                    log::debug!(
-                        "{routing_key}: {}; sending again on a new connection",
-                        f.message
-                    );
-                    reconnects += 1;
-                }
-                Err(f) => return Err(f),
-            }
-        };
+        let mut req = self
+            .agent
+            .post(&self.completions_url)
+            .header("Content-Type", "application/json")
+            .header("X-SMG-Routing-Key", routing_key);
+        if let Some(auth) = &self.auth {
+            req = req.header("Authorization", auth);
+        }
+        *sent = Instant::now();
+        let resp = req.send(body).map_err(|e| Failure {
+            before_response: true,
+            ..map_error(e)
+        })?;
         let start = *sent;
         let status = resp.status().as_u16();
         let json_body = resp
@@ -237,13 +232,11 @@ impl Client {
                 format!("HTTP {status}: {}", one_line(&text)),
             ));
         }
-        let mut reply = if self.stream && !json_body {
+        if self.stream && !json_body {
             read_stream(&mut reader, start)
         } else {
             read_whole(&mut reader, start)
-        }?;
-        reply.reconnects = reconnects;
-        Ok(reply)
+        }
     }
 }
 
@@ -275,7 +268,6 @@ fn read_stream(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failu
         usage: stream.usage,
         timings: stream.timings,
         streamed: true,
-        reconnects: 0,
     })
 }
 
@@ -298,7 +290,6 @@ fn read_whole(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failur
         usage: chunk.usage,
         timings: chunk.timings,
         streamed: false,
-        reconnects: 0,
     })
 }
 

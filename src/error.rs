@@ -14,6 +14,8 @@ pub enum Error {
     Usage(String),
     /// The run could not start or finish (endpoint unreachable, I/O). Exit code 1.
     Run(String),
+    /// Ctrl+C / SIGTERM before the clock started. Exit code 130.
+    Interrupted,
 }
 
 impl Error {
@@ -22,6 +24,7 @@ impl Error {
         match self {
             Error::Usage(_) => 2,
             Error::Run(_) => 1,
+            Error::Interrupted => 130,
         }
     }
 
@@ -40,6 +43,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(m) | Error::Run(m) => f.write_str(m),
+            Error::Interrupted => f.write_str("interrupted before the run started"),
         }
     }
 }

@@ -44,8 +44,18 @@ pub struct RequestRecord {
     pub timings: Option<ServerTimings>,
     /// FNV-1a of the request body (only when an event log is written).
     pub body_fnv1a: Option<u64>,
-    /// Immediate re-sends on a fresh connection (a kept-alive one was closed).
-    pub reconnects: u32,
+}
+
+/// What follows a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Another attempt after a backoff (a retry).
+    Retry,
+    /// Another attempt at once on a new connection: the kept-alive one had
+    /// been closed by the server since the slot's last response.
+    Reconnect,
+    /// None: the trace failed, or the run stopped.
+    GiveUp,
 }
 
 /// One failed attempt of a request (retried, final, or cancelled by the stop).
@@ -73,8 +83,8 @@ pub struct FailedAttempt {
     pub kind: FailureKind,
     /// Detail.
     pub message: String,
-    /// Whether another attempt follows.
-    pub retried: bool,
+    /// What follows.
+    pub next: Next,
     /// FNV-1a of the request body (only when an event log is written).
     pub body_fnv1a: Option<u64>,
 }

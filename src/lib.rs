@@ -65,6 +65,7 @@
 //! - [`summary`] — the one result type; [`report`] renders it (tables, figures,
 //!   `trie compare`).
 //! - [`preflight`] — the endpoint checks before the clock starts.
+//! - [`logging`] — the binary's logger, which never lets wire dumps through.
 //! - [`results`] — the files: results document, CSV, event log, output metrics.
 //! - [`run`] — one benchmark from start to summary.
 //! - [`sim`] — the simulated engine (`trie sim`).
@@ -92,6 +93,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod logging;
 pub mod metrics;
 pub mod preflight;
 pub mod prompt;

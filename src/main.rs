@@ -7,27 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use trie::cli::{self, Command};
 
 fn main() {
-    let mut logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    // ureq's trace level dumps the bytes on the wire, Authorization header
-    // included, and tokenizers' traces every character: never let them
-    // through, whatever RUST_LOG asks.
-    if std::env::var("RUST_LOG").is_ok_and(|v| v.to_ascii_lowercase().contains("trace")) {
-        logger
-            .filter_module("ureq", log::LevelFilter::Debug)
-            .filter_module("ureq_proto", log::LevelFilter::Debug)
-            .filter_module("tokenizers", log::LevelFilter::Debug);
-    }
-    logger
-        .format(|f, record| {
-            writeln!(
-                f,
-                "[{:<9}] {}",
-                record.level().as_str().to_lowercase(),
-                record.args()
-            )
-        })
-        .init();
+    trie::logging::init();
     std::process::exit(match cli::parse(std::env::args_os().skip(1).collect()) {
         Ok((cmd, progress)) => execute(cmd, progress),
         Err(e) => {

@@ -175,6 +175,9 @@ pub fn probe(
             FailureKind::Http(400 | 422) => {
                 "the server refused a plain completion request; is --model right?"
             }
+            FailureKind::Reset | FailureKind::Truncated => {
+                "the connection broke; is the server healthy?"
+            }
             _ => "the server's answer is not an OpenAI completion",
         };
         Error::run(format!(
@@ -184,20 +187,25 @@ pub fn probe(
         ))
     })?;
     let counted = reply.usage.map(|u| u.prompt_tokens);
-    if let (Some(plain), Some(n)) = (plain, counted)
-        && n != expected
-        && Some(n) == expected_plain
-    {
+    let as_text = counted.is_some_and(|n| n != expected && Some(n) == expected_plain);
+    if as_text {
         log::info!(
             "preflight: the server reads added-token text such as {:?} as plain text; trie counts replies the same way",
             tok.plain_added_token().unwrap_or_default()
         );
-        return Ok((plain, true));
     }
+    let expected = if as_text {
+        expected_plain.unwrap_or(expected)
+    } else {
+        expected
+    };
     for w in findings(&reply, client.streaming(), expected) {
         log::warn!("preflight: {w}");
     }
-    Ok((tok, false))
+    match plain {
+        Some(plain) if as_text => Ok((plain, true)),
+        _ => Ok((tok, false)),
+    }
 }
 
 /// What the probe's reply says about the server, as warnings; `expected` is

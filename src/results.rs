@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Arrival, Config, Endpoint, LoadModel};
 use crate::error::{Error, Result};
-use crate::event::{Event, trace_id};
+use crate::event::{Event, Next, trace_id};
 use crate::report;
 use crate::summary::Summary;
 
@@ -338,7 +338,6 @@ pub fn event_json(ev: &Event) -> Option<String> {
             "template": r.template,
             "slot": r.slot,
             "turn": r.turn,
-            "attempt": r.retries,
             "status": "ok",
             "start_us": micros(r.start),
             "first_chunk_us": r.ttft.map(|t| micros(r.start + t)),
@@ -349,7 +348,6 @@ pub fn event_json(ev: &Event) -> Option<String> {
             "completion_tokens": r.usage.map(|u| u.completion_tokens),
             "max_tokens": r.max_tokens,
             "retries": r.retries,
-            "reconnects": r.reconnects,
             "failure": null,
             "message": null,
             "body_fnv1a": hex(r.body_fnv1a),
@@ -360,13 +358,11 @@ pub fn event_json(ev: &Event) -> Option<String> {
             "template": a.template,
             "slot": a.slot,
             "turn": a.turn,
-            "attempt": a.attempt,
-            "status": if a.kind == crate::client::FailureKind::Cancelled {
-                "cancelled"
-            } else if a.retried {
-                "retried"
-            } else {
-                "failed"
+            "status": match (a.kind, a.next) {
+                (crate::client::FailureKind::Cancelled, _) => "cancelled",
+                (_, Next::Reconnect) => "reconnected",
+                (_, Next::Retry) => "retried",
+                (_, Next::GiveUp) => "failed",
             },
             "start_us": micros(a.start),
             "first_chunk_us": null,
@@ -377,7 +373,6 @@ pub fn event_json(ev: &Event) -> Option<String> {
             "completion_tokens": null,
             "max_tokens": a.max_tokens,
             "retries": a.attempt,
-            "reconnects": null,
             "failure": a.kind.name(),
             "message": a.message,
             "body_fnv1a": hex(a.body_fnv1a),

@@ -55,6 +55,15 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         (_, model, _) => Some(load_tokenizer(model.as_deref().unwrap_or(""))?),
     };
 
+    // Created (truncated) only now that the input is known good, and before
+    // anything is sent: a path it cannot create is an input error.
+    let event_log = cfg
+        .files
+        .events
+        .as_deref()
+        .map(EventLog::create)
+        .transpose()?;
+
     // The endpoint: a URL, or the simulated engine in-process.
     let sim = match cfg.endpoint {
         Endpoint::Sim => {
@@ -85,12 +94,13 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     // The tokenizer that counts replies as the server will (see the probe).
     let (tok, added_tokens_as_text) =
         preflight::probe(&client, &synth, tok, cfg.seed, &model_json, cfg.max_retries)?;
-    let event_log = cfg
-        .files
-        .events
-        .as_deref()
-        .map(EventLog::create)
-        .transpose()?;
+    if hooks
+        .interrupt
+        .as_ref()
+        .is_some_and(|i| i.try_recv().is_ok())
+    {
+        return Err(Error::Interrupted);
+    }
     let mut run_config = RunConfig::new(
         cfg,
         &endpoint,
@@ -232,9 +242,6 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     );
     let results = Results::new(started, run_config, stopped_at.as_secs_f64(), summary);
     let errors = results::write_files(cfg, &results);
-    for e in &errors {
-        log::error!("{e}");
-    }
     let mut summary = results.summary;
     summary.file_errors = errors;
     Ok(summary)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::client::{Client, Failure, FailureKind, Reply};
-use crate::event::{Event, FailedAttempt, RequestRecord, TraceEnd, trace_id};
+use crate::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
 use crate::metrics;
 use crate::prompt::{Synth, segment_key};
 use crate::tokenizer::Tokenizer;
@@ -74,18 +74,27 @@ impl SlotContext<'_> {
 
 /// Run jobs until the channel closes or the run stops.
 pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
+    // Whether this slot's last request ended well, leaving a kept-alive
+    // connection in the pool.
+    let mut warm = false;
     for job in jobs.iter() {
         if ctx.stop.load(Ordering::SeqCst) {
             break;
         }
-        run_trace(slot, ctx, job);
+        run_trace(slot, ctx, job, &mut warm);
     }
 }
 
 /// The request body of one trace, grown in place: `{..."prompt":"<context>`
 /// plus a per-request tail with `max_tokens` that is cut off after sending.
+/// Optionally hashed as it grows, so the hash of each request costs only its
+/// new bytes, all hashed before the request's clock starts.
 pub struct Body {
     buf: Vec<u8>,
+    /// FNV-1a of `buf` up to the tail, when hashing.
+    prefix_hash: Option<u64>,
+    /// FNV-1a of the whole body after [`Body::finish`].
+    full_hash: Option<u64>,
 }
 
 impl Body {
@@ -99,28 +108,50 @@ impl Body {
         let head = format!(r#"{{"model":{model_json},"ignore_eos":true,{stream_part}"prompt":""#);
         Body {
             buf: head.into_bytes(),
+            prefix_hash: None,
+            full_hash: None,
+        }
+    }
+
+    /// Keep an FNV-1a hash of the body (for the event log).
+    pub fn hashed(mut self) -> Body {
+        self.prefix_hash = Some(crate::workload::fnv1a(&self.buf));
+        self
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        if let Some(h) = self.prefix_hash.as_mut() {
+            *h = crate::workload::fnv1a_extend(*h, bytes);
         }
     }
 
     /// Append synthetic text (ASCII letters and spaces: nothing to escape).
     pub fn push_synthetic(&mut self, text: &str) {
         debug_assert!(text.bytes().all(|b| b == b' ' || b.is_ascii_lowercase()));
-        self.buf.extend_from_slice(text.as_bytes());
+        self.extend(text.as_bytes());
     }
 
     /// Append arbitrary text, JSON-escaped.
     pub fn push_text(&mut self, text: &str) {
         let quoted = serde_json::to_string(text).unwrap_or_default();
-        self.buf
-            .extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+        self.extend(&quoted.as_bytes()[1..quoted.len() - 1]);
     }
 
     /// The full body with this `max_tokens`; call [`Body::cut`] after sending.
     pub fn finish(&mut self, max_tokens: u32) -> usize {
         let len = self.buf.len();
-        self.buf
-            .extend_from_slice(format!(r#"","max_tokens":{max_tokens}}}"#).as_bytes());
+        let tail = format!(r#"","max_tokens":{max_tokens}}}"#);
+        self.buf.extend_from_slice(tail.as_bytes());
+        self.full_hash = self
+            .prefix_hash
+            .map(|h| crate::workload::fnv1a_extend(h, tail.as_bytes()));
         len
+    }
+
+    /// FNV-1a of the finished body, when hashing.
+    pub fn fnv1a(&self) -> Option<u64> {
+        self.full_hash
     }
 
     /// Remove the per-request tail again.
@@ -185,10 +216,13 @@ pub fn synthesize(synth: &Synth, seed: u64, seq: u64, t: &Trace) -> Vec<(String,
         .collect()
 }
 
-fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
+fn run_trace(slot: usize, ctx: &SlotContext, job: Job, warm: &mut bool) {
     let t = &ctx.workload.traces[job.template];
     let segments = synthesize(ctx.synth, ctx.seed, job.seq, t);
     let mut body = Body::new(&ctx.model_json, ctx.client.streaming());
+    if ctx.hash_bodies {
+        body = body.hashed();
+    }
     let mut count = ContextCount::default();
     body.push_synthetic(&segments[0].0);
     count.push_synthetic(&segments[0].0, segments[0].1);
@@ -207,10 +241,8 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
         let max_tokens = t.max_tokens(turn);
         let expected_prompt_tokens = SERVER_BOS + count.tokens();
         let tail = body.finish(max_tokens);
-        let body_fnv1a = ctx
-            .hash_bodies
-            .then(|| crate::workload::fnv1a(body.bytes()));
-        let mut report = |f: &Failure, sent: Instant, attempt: u32, retried: bool| {
+        let body_fnv1a = body.fnv1a();
+        let mut report = |f: &Failure, sent: Instant, attempt: u32, next: Next| {
             let _ = ctx.events.send(Event::Failed(FailedAttempt {
                 seq: job.seq,
                 template: job.template,
@@ -223,11 +255,11 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
                 expected_prompt_tokens,
                 kind: f.kind,
                 message: f.message.clone(),
-                retried,
+                next,
                 body_fnv1a,
             }));
         };
-        let result = send_with_retries(ctx, body.bytes(), &routing_key, &mut report);
+        let result = send_with_retries(ctx, body.bytes(), &routing_key, warm, &mut report);
         body.cut(tail);
         let (reply, sent, retries) = match result {
             Ok(ok) => ok,
@@ -273,7 +305,6 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job) {
             retries,
             timings: reply.timings,
             body_fnv1a,
-            reconnects: reply.reconnects,
         }));
         if turn < t.num_turns() {
             body.push_text(&reply.text);
@@ -320,9 +351,12 @@ fn itl_of(tok: &Tokenizer, reply: &Reply) -> (Duration, u64) {
     metrics::itl(&times, &per_chunk)
 }
 
+/// Most immediate re-sends of one request after stale pooled connections.
+const MAX_RECONNECTS: u32 = 8;
+
 /// A failed attempt: the failure, when it was sent, the attempt number, and
-/// whether another attempt follows.
-type ReportFailure<'r> = dyn FnMut(&Failure, Instant, u32, bool) + 'r;
+/// what follows.
+type ReportFailure<'r> = dyn FnMut(&Failure, Instant, u32, Next) + 'r;
 
 /// Send with retries and backoff, reporting every failed attempt; `Cancelled`
 /// when the run stops meanwhile.
@@ -330,30 +364,62 @@ fn send_with_retries(
     ctx: &SlotContext,
     body: &[u8],
     routing_key: &str,
+    warm: &mut bool,
     report: &mut ReportFailure,
 ) -> Result<(Reply, Instant, u32), Failure> {
     let mut attempt = 0u32;
+    // Stale pooled connections met by this request; every slot's connection
+    // may be in the pool, so several can come up in a row.
+    let mut reconnects = 0;
+    let was_warm = *warm;
+    let cancelled = || Failure {
+        kind: FailureKind::Cancelled,
+        message: "run stopped".into(),
+        before_response: false,
+    };
     loop {
         let mut sent = Instant::now();
         let failure = match ctx.client.complete(body, routing_key, &mut sent) {
-            Ok(reply) => return Ok((reply, sent, attempt)),
+            Ok(reply) => {
+                *warm = true;
+                return Ok((reply, sent, attempt));
+            }
             Err(f) => f,
         };
-        let cancelled = Failure {
-            kind: FailureKind::Cancelled,
-            message: "run stopped".into(),
-        };
         if ctx.stop.load(Ordering::SeqCst) {
-            report(&cancelled, sent, attempt, false);
-            return Err(cancelled);
+            report(&cancelled(), sent, attempt, Next::GiveUp);
+            return Err(cancelled());
         }
+        // A kept-alive connection the server closed since its last response
+        // (llama-server closes after every stream) fails on send, before any
+        // answer: send again at once on another connection. Only when this
+        // slot's last request succeeded (so pooled connections exist) and
+        // only a bounded number of times, so a server that drops requests
+        // does not get more of them.
+        if failure.kind == FailureKind::Reset
+            && failure.before_response
+            && was_warm
+            && attempt == 0
+            && reconnects < MAX_RECONNECTS
+        {
+            reconnects += 1;
+            report(&failure, sent, attempt, Next::Reconnect);
+            continue;
+        }
+        *warm = false;
         let retried = failure.kind.retryable() && attempt < ctx.max_retries;
-        report(&failure, sent, attempt, retried);
+        report(
+            &failure,
+            sent,
+            attempt,
+            if retried { Next::Retry } else { Next::GiveUp },
+        );
         if !retried {
             return Err(failure);
         }
         if !ctx.sleep(crate::client::backoff(attempt)) {
-            return Err(cancelled);
+            report(&cancelled(), Instant::now(), attempt + 1, Next::GiveUp);
+            return Err(cancelled());
         }
         attempt += 1;
     }

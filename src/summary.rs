@@ -135,8 +135,9 @@ pub struct Summary {
     pub short_completions: u64,
     /// Requests in flight when the run stopped, cut off.
     pub cancelled_requests: u64,
-    /// Requests sent again at once on a fresh connection because the kept-alive
-    /// one had been closed by the server (not failures: the server saw nothing).
+    /// Sends that failed before any answer on a kept-alive connection the
+    /// server had closed since the slot's last response, sent again at once on
+    /// a new connection (not failures).
     pub reconnects: u64,
     /// Run start to the moment every slot had stopped.
     pub wall_time_s: f64,

@@ -159,7 +159,11 @@ pub fn load(path: &Path) -> Result<Workload> {
 /// FNV-1a 64-bit of `bytes`: stable across builds and platforms, so hashes
 /// in result files and event logs compare between runs.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_extend(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// Continue FNV-1a state `h` over `bytes` (hashing a buffer as it grows).
+pub fn fnv1a_extend(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);

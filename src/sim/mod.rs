@@ -140,6 +140,9 @@ pub struct Quirks {
     pub no_cached_tokens: bool,
     /// Ignore `ignore_eos`: stop every completion after at most this many tokens.
     pub eos_after: Option<usize>,
+    /// Close the connection after every completion although it was kept
+    /// alive (as llama-server does after every stream).
+    pub close_after_completion: bool,
 }
 
 /// Everything `trie sim` can be told.
@@ -377,7 +380,8 @@ fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                 return;
             }
         };
-        let keep = req.keep_alive;
+        let keep = req.keep_alive
+            && !(shared.config.quirks.close_after_completion && req.path.ends_with("/completions"));
         match engine::route(&shared, &req, &mut writer) {
             engine::Outcome::KeepAlive if keep => continue,
             _ => {

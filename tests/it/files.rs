@@ -641,7 +641,9 @@ fn secrets_never_reach_logs_or_files() {
     let (sim, rx) = fast_sim(fast());
     for style in ["flag", "word", "env"] {
         let mut cmd = trie_bin();
-        cmd.env("RUST_LOG", "trace").env("HF_TOKEN", HF);
+        // Every level, and the wire-dump modules asked for by name too.
+        cmd.env("RUST_LOG", "trace,ureq_proto::util=trace,ureq=trace")
+            .env("HF_TOKEN", HF);
         let wl = small_workload();
         cmd.args([
             "--workload",

@@ -562,3 +562,127 @@ fn readme_command_runs_against_the_builtin_sim() {
     );
     assert!(stderr.contains("prompt_token_mismatches=0"), "{stderr}");
 }
+
+#[test]
+fn kept_alive_connections_the_server_closed_are_reconnected_not_failed() {
+    // Like llama-server: every completion closes its connection, though the
+    // response announced nothing; the next send on the pooled one fails.
+    let path = temp_file("w.jsonl", &row(40, &[3, 4], &[10, 5], 0.0, 3));
+    let events = path.with_file_name("events.jsonl");
+    let mut cfg = fast();
+    cfg.quirks.close_after_completion = true;
+    let (sim, rx) = fast_sim(cfg);
+    let s = run(
+        &config(&path, &sim.url())
+            .concurrency(2)
+            .duration(Duration::from_millis(800))
+            .events(&events),
+        &Hooks::default(),
+    )
+    .unwrap();
+    assert!(s.completed_requests > 5, "{s:?}");
+    assert!(s.failures.is_empty(), "{:?}", s.failures);
+    assert!(s.reconnects > 0, "the closed connections were met");
+    let lines = std::fs::read_to_string(&events).unwrap();
+    let reconnected = lines
+        .lines()
+        .filter(|l| l.contains("\"status\":\"reconnected\""))
+        .count();
+    assert_eq!(reconnected as u64, s.reconnects);
+    // Nothing reached the server twice: it saw each successful request once,
+    // plus at most the ones cut off at the deadline.
+    let seen = drain(&rx).len() as u64;
+    assert!(
+        (s.http_requests..=s.http_requests + s.cancelled_requests).contains(&seen),
+        "server saw {seen}, {} ok, {} cancelled",
+        s.http_requests,
+        s.cancelled_requests
+    );
+}
+
+#[test]
+fn a_server_that_drops_every_request_gets_no_extra_sends() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Answers the model list and the preflight probe, then reads every
+    // completion request and closes without a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let posts = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let (mut first, mut len) = (String::new(), 0usize);
+            if r.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let json = if first.starts_with("GET") {
+                r#"{"data":[{"id":"m"}]}"#.to_string()
+            } else if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                r#"{"choices":[{"text":" a b c d","finish_reason":"length"}],"usage":{"prompt_tokens":17,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}}"#.to_string()
+            } else {
+                continue; // dropped: read, then closed
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                json.len()
+            );
+        }
+    });
+    let path = temp_file("w.jsonl", &row(40, &[3], &[10], 0.0, 3));
+    let s = run(
+        &Config::new(path.to_str().unwrap(), &url)
+            .unwrap()
+            .model("m")
+            .tokenizer("data/tokenizer.json")
+            .max_retries(1)
+            .duration(Duration::from_millis(1500)),
+        &Hooks::default(),
+    )
+    .unwrap();
+    assert_eq!(s.completed_requests, 0);
+    assert!(s.failed_requests >= 2, "{s:?}");
+    assert_eq!(
+        s.reconnects, 0,
+        "no request ever succeeded, so no pooled connection"
+    );
+    // One attempt and one retry per trace, no more (the trace in flight at
+    // the deadline may have sent one or two).
+    let sent = posts.load(Ordering::SeqCst) as u64 - 1;
+    assert!(
+        (2 * s.failed_requests..=2 * s.failed_requests + 2).contains(&sent),
+        "{sent} completion requests for {} failed traces",
+        s.failed_requests
+    );
+}
+
+#[test]
+fn ctrl_c_before_the_clock_starts_stops_the_run_there() {
+    let path = temp_file("w.jsonl", &row(40, &[3], &[10], 0.0, 3));
+    let (sim, rx) = fast_sim(fast());
+    let (tx, interrupt) = crossbeam_channel::bounded(1);
+    tx.send(()).unwrap();
+    let e = run(
+        &config(&path, &sim.url()),
+        &Hooks {
+            interrupt: Some(interrupt),
+            progress: false,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.exit_code(), 130);
+    // Only the preflight probe reached the server; no trace started.
+    assert!(drain(&rx).is_empty());
+}
