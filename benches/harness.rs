@@ -52,14 +52,7 @@ fn main() {
         "{:>6} {:>10} {:>12} {:>12} {:>16} {:>10} {:>10}",
         "conc", "traces/s", "requests/s", "chunks/s", "trie CPU s/1k ch", "trie CPU", "sim CPU"
     );
-    let sim = SimChild::start(&[
-        "--prefill-tps",
-        "0",
-        "--decode-tps",
-        "0",
-        "--max-running",
-        "4096",
-    ]);
+    let sim = SimChild::instant(&[]);
     for conc in [1usize, 16, 256, 1024] {
         let (s, trie_cpu, sim_cpu) = measure(&sim.url, wl, conc, secs, &sim);
         let wall = s.wall_time_s;
@@ -77,14 +70,7 @@ fn main() {
     drop(sim);
 
     // Overhead at a paced 10k chunks/s.
-    let sim = SimChild::start(&[
-        "--prefill-tps",
-        "0",
-        "--decode-tps",
-        "100",
-        "--max-running",
-        "4096",
-    ]);
+    let sim = SimChild::instant(&["--decode-tps", "100"]);
     let (s, trie_cpu, _) = measure(&sim.url, wl, 100, secs.max(10.0), &sim);
     let wall = s.wall_time_s;
     let chunks = s.curve.last().map(|p| p.completion).unwrap_or(0) as f64;

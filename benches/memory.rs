@@ -28,16 +28,7 @@ fn main() {
     let wl = workload("memory.jsonl", &vec![row; 48]);
     println!("machine: {}", machine());
     let before = peak_rss_mb();
-    let sim = SimChild::start(&[
-        "--prefill-tps",
-        "0",
-        "--decode-tps",
-        "0",
-        "--max-running",
-        "4096",
-        "--kv-tokens",
-        "20000000",
-    ]);
+    let sim = SimChild::instant(&["--kv-tokens", "20000000"]);
     let s = Config::new(wl.to_str().unwrap(), &sim.url)
         .unwrap()
         .concurrency(48)

@@ -149,9 +149,8 @@ impl Aggregator {
                 if u.completion_tokens < r.max_tokens {
                     if self.short == 0 {
                         log::warn!(
-                            "the server returned {} of the {} tokens asked for with ignore_eos: it seems to ignore ignore_eos, so completion figures will be low",
-                            u.completion_tokens,
-                            r.max_tokens
+                            "{}",
+                            crate::preflight::short_completion(u.completion_tokens, r.max_tokens)
                         );
                     }
                     self.short += 1;

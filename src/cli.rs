@@ -219,8 +219,8 @@ fn takes_value(flag: &str) -> bool {
 }
 
 impl Raw {
-    /// Store `value` for `flag`; `false` for an unknown flag.
-    fn set(&mut self, flag: &str, value: String) -> Result<bool> {
+    /// Store `value` for `flag`.
+    fn set(&mut self, flag: &str, value: String) -> Result<()> {
         let slot = match flag {
             "--workload" => &mut self.workload,
             "--endpoint" => &mut self.endpoint,
@@ -243,12 +243,16 @@ impl Raw {
             "--output-metrics" => &mut self.output_metrics,
             "--stream" => {
                 self.stream = Some(boolean("stream", &value)?);
-                return Ok(true);
+                return Ok(());
             }
-            _ => return Ok(false),
+            _ => {
+                return Err(Error::usage(format!(
+                    "unknown flag {flag}; see trie --help"
+                )));
+            }
         };
         *slot = Some(value);
-        Ok(true)
+        Ok(())
     }
 
     fn into_config(self) -> Result<Config> {

@@ -72,7 +72,8 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+    /// A failure of `kind` with a message.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
         Failure {
             kind,
             message: message.into(),
@@ -129,21 +130,21 @@ pub fn agent(pool: usize, timeout: Duration) -> ureq::Agent {
     )
 }
 
-/// Resolves each host once per run. ureq resolves before it looks in its
-/// pool, and with a timeout set it resolves on a new thread, so without this
-/// every request would spawn a thread (and carry its cost in TTFT). A hit
-/// costs a read lock and a comparison, no allocation.
+/// Resolves the endpoint's host once per run. ureq resolves before it looks
+/// in its pool, and with a timeout set it resolves on a new thread, so without
+/// this every request would spawn a thread (and carry its cost in TTFT). A
+/// run's agent talks to one host; its addresses are kept in a `OnceLock`, so a
+/// hit on the timed path is an atomic load and a comparison: no lock, no
+/// allocation. Any other host is resolved as ureq would.
 #[derive(Debug, Default)]
 struct CachingResolver {
     inner: ureq::unversioned::resolver::DefaultResolver,
-    /// (scheme, authority, addresses).
-    cache: parking_lot::RwLock<
-        Vec<(
-            String,
-            String,
-            ureq::unversioned::resolver::ResolvedSocketAddrs,
-        )>,
-    >,
+    /// (scheme, authority, addresses) of the first host resolved.
+    first: std::sync::OnceLock<(
+        String,
+        String,
+        ureq::unversioned::resolver::ResolvedSocketAddrs,
+    )>,
 }
 
 impl ureq::unversioned::resolver::Resolver for CachingResolver {
@@ -155,19 +156,16 @@ impl ureq::unversioned::resolver::Resolver for CachingResolver {
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
         let scheme = uri.scheme_str().unwrap_or("");
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-        let hit = self
-            .cache
-            .read()
-            .iter()
-            .find(|(s, a, _)| s == scheme && a == authority)
-            .map(|(_, _, addrs)| addrs.clone());
-        if let Some(addrs) = hit {
-            return Ok(addrs);
+        if let Some((s, a, addrs)) = self.first.get()
+            && s == scheme
+            && a == authority
+        {
+            return Ok(addrs.clone());
         }
         let addrs = self.inner.resolve(uri, config, timeout)?;
-        self.cache
-            .write()
-            .push((scheme.to_string(), authority.to_string(), addrs.clone()));
+        let _ = self
+            .first
+            .set((scheme.to_string(), authority.to_string(), addrs.clone()));
         Ok(addrs)
     }
 }

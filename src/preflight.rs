@@ -142,15 +142,15 @@ pub fn probe(
     max_retries: u32,
 ) -> Result<(Tokenizer, bool)> {
     let mut text = synth.text(segment_key(seed, u64::MAX, 0), PROBE_PROMPT_TOKENS as usize);
-    let plain = tok.with_added_tokens_as_text();
+    let added = tok.plain_added_token();
+    let plain = added.as_ref().and_then(|_| tok.with_added_tokens_as_text());
     let mut body = Body::new(model_json, client.streaming());
     body.push_synthetic(&text);
-    if let Some(added) = plain.as_ref().and_then(|_| tok.plain_added_token()) {
-        body.push_text(&added);
-        text.push_str(&added);
+    if let (Some(added), Some(_)) = (&added, &plain) {
+        body.push_text(added);
+        text.push_str(added);
     }
-    let expected = SERVER_BOS + tok.count(&text) as u64;
-    let expected_plain = plain.as_ref().map(|p| SERVER_BOS + p.count(&text) as u64);
+    let expected = |t: &Tokenizer| SERVER_BOS + t.count(&text) as u64;
     body.finish(PROBE_MAX_TOKENS);
     let mut attempt = 0;
     let reply = loop {
@@ -187,25 +187,27 @@ pub fn probe(
         ))
     })?;
     let counted = reply.usage.map(|u| u.prompt_tokens);
-    let as_text = counted.is_some_and(|n| n != expected && Some(n) == expected_plain);
-    if as_text {
-        log::info!(
-            "preflight: the server reads added-token text such as {:?} as plain text; trie counts replies the same way",
-            tok.plain_added_token().unwrap_or_default()
-        );
-    }
-    let expected = if as_text {
-        expected_plain.unwrap_or(expected)
-    } else {
-        expected
+    let (tok, as_text) = match plain {
+        Some(p) if counted != Some(expected(&tok)) && counted == Some(expected(&p)) => {
+            log::info!(
+                "preflight: the server reads added-token text such as {:?} as plain text; trie counts replies the same way",
+                added.unwrap_or_default()
+            );
+            (p, true)
+        }
+        _ => (tok, false),
     };
-    for w in findings(&reply, client.streaming(), expected) {
+    for w in findings(&reply, client.streaming(), expected(&tok)) {
         log::warn!("preflight: {w}");
     }
-    match plain {
-        Some(plain) if as_text => Ok((plain, true)),
-        _ => Ok((tok, false)),
-    }
+    Ok((tok, as_text))
+}
+
+/// The warning for a completion shorter than asked for with `ignore_eos`.
+pub fn short_completion(got: u64, asked: u64) -> String {
+    format!(
+        "the server returned {got} of the {asked} tokens asked for with ignore_eos: it seems to ignore ignore_eos, so completions will be shorter than the workload's"
+    )
 }
 
 /// What the probe's reply says about the server, as warnings; `expected` is
@@ -226,9 +228,9 @@ pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
         return out;
     };
     if u.completion_tokens < PROBE_MAX_TOKENS as u64 {
-        out.push(format!(
-            "the server returned {} of {PROBE_MAX_TOKENS} tokens asked for with ignore_eos: it seems to ignore ignore_eos, so outputs will be shorter than the workload's",
-            u.completion_tokens
+        out.push(short_completion(
+            u.completion_tokens,
+            PROBE_MAX_TOKENS as u64,
         ));
     }
     if u.cached_tokens.is_none() {

@@ -86,8 +86,7 @@ fn per_trace_columns(s: &Summary) -> Vec<(&'static str, &'static str, &Stats, us
     ]
 }
 
-/// Workload rate rows: (title, key suffix, getter).
-/// (row title, key suffix, getter).
+/// A workload rate row: (title, key suffix, getter).
 type RateRow = (&'static str, &'static str, fn(&Rates) -> f64);
 
 const RATE_ROWS: [RateRow; 4] = [

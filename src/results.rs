@@ -137,6 +137,7 @@ impl RunConfig {
         workload_path: &Path,
         workload_fnv1a: &str,
         tokenizer: &crate::tokenizer::Tokenizer,
+        added_tokens_as_text: bool,
     ) -> RunConfig {
         let (load, concurrency, arrival_rate, arrival, max_inflight) = match cfg.load {
             LoadModel::Closed { concurrency } => ("closed", Some(concurrency), None, None, None),
@@ -162,7 +163,7 @@ impl RunConfig {
             tokenizer: cfg.tokenizer.clone(),
             tokenizer_path: tokenizer.source.clone(),
             tokenizer_fnv1a: tokenizer.content_hash.clone(),
-            added_tokens_as_text: false,
+            added_tokens_as_text,
             endpoint: endpoint.to_string(),
             endpoint_is_sim: cfg.endpoint == Endpoint::Sim,
             model: model.to_string(),
@@ -329,58 +330,76 @@ fn micros(d: std::time::Duration) -> u64 {
     d.as_micros() as u64
 }
 
+/// One line of the event log (README, "The event log").
+#[derive(Default, Serialize)]
+struct EventLine<'a> {
+    trace_id: String,
+    template: usize,
+    slot: usize,
+    turn: usize,
+    status: &'static str,
+    start_us: u64,
+    first_chunk_us: Option<u64>,
+    end_us: u64,
+    expected_prompt_tokens: u64,
+    prompt_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    max_tokens: u64,
+    retries: u32,
+    failure: Option<String>,
+    message: Option<&'a str>,
+    body_fnv1a: Option<String>,
+    server_timings: Option<crate::sse::ServerTimings>,
+}
+
 /// The event-log line of a request event (`None` for other events).
 pub fn event_json(ev: &Event) -> Option<String> {
     let hex = |h: Option<u64>| h.map(|h| format!("{h:016x}"));
-    let v = match ev {
-        Event::Request(r) => serde_json::json!({
-            "trace_id": trace_id(r.seq),
-            "template": r.template,
-            "slot": r.slot,
-            "turn": r.turn,
-            "status": "ok",
-            "start_us": micros(r.start),
-            "first_chunk_us": r.ttft.map(|t| micros(r.start + t)),
-            "end_us": micros(r.start + r.latency),
-            "expected_prompt_tokens": r.expected_prompt_tokens,
-            "prompt_tokens": r.usage.map(|u| u.prompt_tokens),
-            "cached_tokens": r.usage.and_then(|u| u.cached_tokens),
-            "completion_tokens": r.usage.map(|u| u.completion_tokens),
-            "max_tokens": r.max_tokens,
-            "retries": r.retries,
-            "failure": null,
-            "message": null,
-            "body_fnv1a": hex(r.body_fnv1a),
-            "server_timings": r.timings,
-        }),
-        Event::Failed(a) => serde_json::json!({
-            "trace_id": trace_id(a.seq),
-            "template": a.template,
-            "slot": a.slot,
-            "turn": a.turn,
-            "status": match (a.kind, a.next) {
+    let line = match ev {
+        Event::Request(r) => EventLine {
+            trace_id: trace_id(r.seq),
+            template: r.template,
+            slot: r.slot,
+            turn: r.turn,
+            status: "ok",
+            start_us: micros(r.start),
+            first_chunk_us: r.ttft.map(|t| micros(r.start + t)),
+            end_us: micros(r.start + r.latency),
+            expected_prompt_tokens: r.expected_prompt_tokens,
+            prompt_tokens: r.usage.map(|u| u.prompt_tokens),
+            cached_tokens: r.usage.and_then(|u| u.cached_tokens),
+            completion_tokens: r.usage.map(|u| u.completion_tokens),
+            max_tokens: r.max_tokens,
+            retries: r.retries,
+            body_fnv1a: hex(r.body_fnv1a),
+            server_timings: r.timings,
+            ..EventLine::default()
+        },
+        Event::Failed(a) => EventLine {
+            trace_id: trace_id(a.seq),
+            template: a.template,
+            slot: a.slot,
+            turn: a.turn,
+            status: match (a.kind, a.next) {
                 (crate::client::FailureKind::Cancelled, _) => "cancelled",
                 (_, Next::Reconnect) => "reconnected",
                 (_, Next::Retry) => "retried",
                 (_, Next::GiveUp) => "failed",
             },
-            "start_us": micros(a.start),
-            "first_chunk_us": null,
-            "end_us": micros(a.end),
-            "expected_prompt_tokens": a.expected_prompt_tokens,
-            "prompt_tokens": null,
-            "cached_tokens": null,
-            "completion_tokens": null,
-            "max_tokens": a.max_tokens,
-            "retries": a.attempt,
-            "failure": a.kind.name(),
-            "message": a.message,
-            "body_fnv1a": hex(a.body_fnv1a),
-            "server_timings": null,
-        }),
+            start_us: micros(a.start),
+            end_us: micros(a.end),
+            expected_prompt_tokens: a.expected_prompt_tokens,
+            max_tokens: a.max_tokens,
+            retries: a.attempt,
+            failure: Some(a.kind.name()),
+            message: Some(&a.message),
+            body_fnv1a: hex(a.body_fnv1a),
+            ..EventLine::default()
+        },
         _ => return None,
     };
-    Some(v.to_string())
+    serde_json::to_string(&line).ok()
 }
 
 /// The event log: one line per request event, flushed as written. A write

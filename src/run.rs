@@ -101,15 +101,15 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     {
         return Err(Error::Interrupted);
     }
-    let mut run_config = RunConfig::new(
+    let run_config = RunConfig::new(
         cfg,
         &endpoint,
         &model,
         &workload.path,
         &workload.content_hash,
         &tok,
+        added_tokens_as_text,
     );
-    run_config.added_tokens_as_text = added_tokens_as_text;
 
     let mut summary = Summary {
         model: model.clone(),

@@ -372,11 +372,7 @@ fn send_with_retries(
     // may be in the pool, so several can come up in a row.
     let mut reconnects = 0;
     let was_warm = *warm;
-    let cancelled = || Failure {
-        kind: FailureKind::Cancelled,
-        message: "run stopped".into(),
-        before_response: false,
-    };
+    let cancelled = || Failure::new(FailureKind::Cancelled, "run stopped");
     loop {
         let mut sent = Instant::now();
         let failure = match ctx.client.complete(body, routing_key, &mut sent) {

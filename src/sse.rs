@@ -261,11 +261,6 @@ impl Stream {
         }
         Ok(())
     }
-
-    /// Text of token-carrying chunk `i`.
-    pub fn chunk_text(&self, i: usize) -> &str {
-        chunk_text(&self.text, &self.chunks, i)
-    }
 }
 
 /// Text of chunk `i` of `chunks` marking the concatenated `text`.
@@ -301,7 +296,7 @@ mod tests {
         assert_eq!(r, Ok(()));
         assert_eq!(s.text, " Distval :fixy");
         assert_eq!(s.chunks.len(), 5);
-        assert_eq!(s.chunk_text(2), " :");
+        assert_eq!(chunk_text(&s.text, &s.chunks, 2), " :");
         assert_eq!(s.first_choice, Some(Duration::from_millis(0)));
         assert_eq!(
             s.usage,

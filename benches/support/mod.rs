@@ -1,4 +1,4 @@
-//! Shared by the benches: `trie sim` as a child process (so its CPU and
+//! Shared by the benches (and the integration tests): `trie sim` as a child process (so its CPU and
 //! memory are not the harness's), and this process's CPU time and peak RSS
 //! from /proc.
 
@@ -12,7 +12,8 @@ const TICKS: f64 = 100.0;
 
 /// `trie sim` on a free port, killed on drop.
 pub struct SimChild {
-    child: Child,
+    /// The process.
+    pub child: Child,
     /// Base URL.
     pub url: String,
 }
@@ -20,8 +21,29 @@ pub struct SimChild {
 impl SimChild {
     /// Start `trie sim --port 0 ARGS`.
     pub fn start(args: &[&str]) -> SimChild {
+        Self::start_with(&[], args)
+    }
+
+    /// Start `trie sim --port 0` with instant prefill and decode, room for
+    /// 4,096 running sequences, and ARGS.
+    pub fn instant(args: &[&str]) -> SimChild {
+        Self::start_with(
+            &[
+                "--prefill-tps",
+                "0",
+                "--decode-tps",
+                "0",
+                "--max-running",
+                "4096",
+            ],
+            args,
+        )
+    }
+
+    fn start_with(base: &[&str], args: &[&str]) -> SimChild {
         let mut child = Command::new(env!("CARGO_BIN_EXE_trie"))
             .args(["sim", "--port", "0"])
+            .args(base)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

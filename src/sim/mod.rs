@@ -32,12 +32,11 @@ use crate::error::{Error, Result};
 use crate::prompt::Synth;
 use crate::tokenizer::Tokenizer;
 
-/// The tokenizer bundled in the binary (`data/tokenizer.json`, 8k byte-level BPE).
 /// The model name the sim serves by default; trie uses the bundled tokenizer
 /// for it when no `--tokenizer` is given.
 pub const SIM_MODEL: &str = "trie-sim";
 
-/// The bundled tokenizer.
+/// The tokenizer bundled in the binary (`data/tokenizer.json`, 8k byte-level BPE).
 pub const BUNDLED_TOKENIZER: &[u8] = include_bytes!("../../data/tokenizer.json");
 
 /// Injected faults: each request draws one uniform number from (seed, request

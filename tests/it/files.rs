@@ -9,9 +9,7 @@ use serde_json::Value;
 use trie::Config;
 use trie::run::{Hooks, run};
 
-use crate::util::{
-    SimProcess, fast, fast_sim, row, signal, temp_file, trie_bin, trie_run, wait_for,
-};
+use crate::util::{SimChild, fast, fast_sim, row, signal, temp_file, trie_bin, trie_run, wait_for};
 
 /// A workload of short multi-turn traces.
 fn small_workload() -> std::path::PathBuf {
@@ -306,7 +304,7 @@ fn the_same_seed_sends_the_same_bodies_per_trace() {
 fn report_prints_the_tables_of_the_run_and_compare_shows_changes() {
     let dir = temp_file("x", "").parent().unwrap().to_path_buf();
     let wl = small_workload();
-    let sim = SimProcess::start(&["--decode-tps", "2000", "--prefill-tps", "0"]);
+    let sim = SimChild::start(&["--decode-tps", "2000", "--prefill-tps", "0"]);
     let mut outs = Vec::new();
     for (name, conc) in [("a.json", "1"), ("b.json", "4")] {
         let out = dir.join(name);
@@ -365,7 +363,7 @@ fn every_sim_fault_is_counted_and_the_files_are_written() {
     let dir = temp_file("x", "").parent().unwrap().to_path_buf();
     let out = dir.join("r.json");
     let events = dir.join("e.jsonl");
-    let sim = SimProcess::start(&[
+    let sim = SimChild::start(&[
         "--decode-tps",
         "2000",
         "--prefill-tps",
@@ -436,7 +434,7 @@ fn every_sim_fault_is_counted_and_the_files_are_written() {
 fn a_server_killed_mid_run_leaves_a_finished_run_and_its_files() {
     let dir = temp_file("x", "").parent().unwrap().to_path_buf();
     let out = dir.join("r.json");
-    let mut sim = SimProcess::start(&["--decode-tps", "400", "--prefill-tps", "0"]);
+    let mut sim = SimChild::start(&["--decode-tps", "400", "--prefill-tps", "0"]);
     let child = trie_bin()
         .args([
             "--workload",
@@ -518,7 +516,7 @@ fn ctrl_c_and_sigterm_keep_everything_measured() {
         let dir = temp_file("x", "").parent().unwrap().to_path_buf();
         let out = dir.join("r.json");
         let events = dir.join("e.jsonl");
-        let sim = SimProcess::start(&["--decode-tps", "1000", "--prefill-tps", "0"]);
+        let sim = SimChild::start(&["--decode-tps", "1000", "--prefill-tps", "0"]);
         let child = long_run(&sim.url, &events, &["--output", out.to_str().unwrap()]);
         signal(child.id(), sig);
         let output = child.wait_with_output().unwrap();
@@ -541,7 +539,7 @@ fn ctrl_c_and_sigterm_keep_everything_measured() {
 fn a_killed_run_keeps_its_event_log_to_the_last_line() {
     let dir = temp_file("x", "").parent().unwrap().to_path_buf();
     let events = dir.join("e.jsonl");
-    let sim = SimProcess::start(&["--decode-tps", "1000", "--prefill-tps", "0"]);
+    let sim = SimChild::start(&["--decode-tps", "1000", "--prefill-tps", "0"]);
     let mut child = long_run(&sim.url, &events, &[]);
     child.kill().unwrap(); // SIGKILL: no handler runs
     child.wait().unwrap();
@@ -575,7 +573,7 @@ fn preflight_stops_unreachable_servers_and_unknown_models() {
         err.contains("cannot reach") && err.contains("is the server up?"),
         "{err}"
     );
-    let sim = SimProcess::start(&[]);
+    let sim = SimChild::start(&[]);
     let (code, _, err) = trie_run(&[
         "--workload",
         wl,
@@ -607,7 +605,7 @@ fn preflight_warns_about_servers_that_fall_short() {
     ] {
         let mut args = vec!["--decode-tps", "0", "--prefill-tps", "0"];
         args.extend_from_slice(flags);
-        let sim = SimProcess::start(&args);
+        let sim = SimChild::start(&args);
         let (code, _, err) = trie_run(&[
             "--workload",
             wl.to_str().unwrap(),
@@ -676,7 +674,7 @@ fn secrets_never_reach_logs_or_files() {
         );
         let mut all = String::from_utf8_lossy(&out.stdout).into_owned();
         all += &String::from_utf8_lossy(&out.stderr);
-        assert!(all.contains("trace"), "trace logging was on");
+        assert!(all.contains("[trace    ]"), "trace records were logged");
         for f in &files {
             all += &std::fs::read_to_string(f).unwrap();
         }
@@ -712,7 +710,7 @@ fn secrets_never_reach_logs_or_files() {
 #[test]
 fn a_run_where_no_trace_completes_exits_1() {
     // 1 token/s: no trace of the workload can finish in half a second.
-    let sim = SimProcess::start(&["--decode-tps", "1", "--prefill-tps", "0"]);
+    let sim = SimChild::start(&["--decode-tps", "1", "--prefill-tps", "0"]);
     let (code, stdout, err) = trie_run(&[
         "--workload",
         small_workload().to_str().unwrap(),

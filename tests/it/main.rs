@@ -7,4 +7,6 @@ mod hub;
 mod inputs;
 mod real;
 mod sim;
+#[path = "../../benches/support/mod.rs"]
+mod support;
 mod util;

@@ -194,6 +194,13 @@ fn llama_server_counts_every_prompt_as_trie_meant_and_caches_later_turns() {
         }
     }
     let ratio = client_decode_ms / server_decode_ms;
+    eprintln!(
+        "llama-server tiny: {} requests, {} mismatches, {hits} of {} later turns cached, eligible cache hit rate {:.1} %, decode time trie/server {ratio:.3}",
+        ok.len(),
+        s.prompt_token_mismatches,
+        later.len(),
+        s.per_trace.eligible_cache_hit_rate_pct.mean
+    );
     assert!(
         (0.8..1.25).contains(&ratio),
         "decode time: trie / server = {ratio:.3}"
@@ -205,6 +212,7 @@ fn llama_server_counts_every_prompt_as_trie_meant_and_caches_later_turns() {
         ("ITL", s.per_trace.itl_ms.mean),
     ] {
         let r = x / server_tpot;
+        eprintln!("{what}: trie {x:.2} ms, server {server_tpot:.2} ms per token ({r:.3})");
         assert!(
             (0.75..1.35).contains(&r),
             "{what} {x:.2} ms vs server {server_tpot:.2} ms"
@@ -218,6 +226,11 @@ fn llama_server_counts_every_prompt_as_trie_meant_and_caches_later_turns() {
     let last = s.curve.last().unwrap();
     assert_eq!(last.completion, server_completion);
     let drift = (last.prompt as f64 - server_prompt as f64).abs() / server_prompt as f64;
+    eprintln!(
+        "curve prompt tokens {} vs server {server_prompt}: {:.2} %",
+        last.prompt,
+        100.0 * drift
+    );
     assert!(
         drift < 0.01,
         "curve {} vs server {server_prompt} prompt tokens",
@@ -248,6 +261,10 @@ fn llama_server_with_the_deepseek_v4_tokenizer_gets_exact_prompts() {
     assert!(
         doc.config.added_tokens_as_text,
         "the preflight saw how llama.cpp reads them"
+    );
+    eprintln!(
+        "llama-server deepseek-v4: {} requests, {} mismatches",
+        s.http_requests, s.prompt_token_mismatches
     );
     assert!(s.http_requests >= 30, "{} requests", s.http_requests);
     assert_eq!(s.prompt_token_mismatches, 0);

@@ -118,45 +118,8 @@ pub fn trie_run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `trie sim` as a child process (killed on drop).
-pub struct SimProcess {
-    /// The child.
-    pub child: std::process::Child,
-    /// Its base URL.
-    pub url: String,
-}
-
-impl SimProcess {
-    /// Start `trie sim --port 0 ARGS` and wait for its `listening on` line.
-    pub fn start(args: &[&str]) -> SimProcess {
-        use std::io::BufRead;
-        let mut child = trie_bin()
-            .arg("sim")
-            .args(["--port", "0"])
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("trie sim starts");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        SimProcess { child, url }
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// `trie sim` as a child process, shared with the benches.
+pub use crate::support::SimChild;
 
 /// Send `signal` (e.g. "INT") to a process.
 pub fn signal(pid: u32, signal: &str) {
