@@ -20,9 +20,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::{SimChild, machine, pct};
-use trie::client::{Client, agent};
+use trie::client::{Expect, Http};
 use trie::prompt::{Synth, segment_key};
 use trie::slot::Body;
+use trie::stop::Stop;
 use trie::tokenizer::Tokenizer;
 
 const PROMPT: usize = 199; // + BOS = 200 tokens
@@ -64,12 +65,15 @@ fn main() {
     );
     let addr = support::host_port(&sim.url);
     for (conc, bare) in [(1usize, false), (1, true), (256, false), (256, true)] {
-        let client = Client::new(
-            agent(conc + 4, Duration::from_secs(60)),
+        let http = Http::new(
             &sim.url,
             None,
             true,
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+            1 << 24,
         );
+        let stop = Stop::new();
         let ttft_err = Mutex::new(Vec::new());
         let itl_err = Mutex::new(Vec::new());
         let requests = std::sync::atomic::AtomicU64::new(0);
@@ -77,9 +81,11 @@ fn main() {
         let end = begin + Duration::from_secs_f64(secs);
         std::thread::scope(|s| {
             for t in 0..conc {
-                let (client, synth, ttft_err, itl_err, requests, addr) =
-                    (&client, &synth, &ttft_err, &itl_err, &requests, &addr);
+                let (http, stop, synth, ttft_err, itl_err, requests, addr) =
+                    (&http, &stop, &synth, &ttft_err, &itl_err, &requests, &addr);
                 s.spawn(move || {
+                    // Each thread its own client, as each slot of a run.
+                    let client = http.client(stop);
                     std::thread::sleep(Duration::from_secs_f64(t as f64 / conc as f64));
                     let (mut tt, mut it) = (Vec::new(), Vec::new());
                     let mut n = 0u64;
@@ -95,7 +101,12 @@ fn main() {
                         } else {
                             let mut sent = Instant::now();
                             let reply = client
-                                .complete(body.bytes(), "bench", &mut sent)
+                                .complete(
+                                    body.bytes(),
+                                    "bench",
+                                    Expect::new(MAX_TOKENS as u64, 64),
+                                    &mut sent,
+                                )
                                 .expect("request");
                             reply.chunks.iter().map(|c| c.at).collect()
                         };

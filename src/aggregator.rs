@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::client::FailureKind;
 use crate::event::{Event, Next, RequestRecord, TraceEnd};
-use crate::metrics::{self, CurvePoint, Stats};
+use crate::metrics::{self, CurvePoint, Rates, Stats};
 use crate::summary::{ArrivalStats, FailureCount, PerTrace, Summary, TraceRecord};
 use crate::workload::Workload;
 
@@ -31,6 +31,18 @@ struct Step {
     completion: u64,
 }
 
+impl CurvePoint {
+    fn add(&mut self, s: &Step) {
+        self.t_s = self.t_s.max(s.t_s);
+        self.prompt = self.prompt.saturating_add(s.prompt);
+        self.cached = self.cached.saturating_add(s.cached);
+        self.uncached = self
+            .uncached
+            .saturating_add(s.prompt.saturating_sub(s.cached));
+        self.completion = self.completion.saturating_add(s.completion);
+    }
+}
+
 /// Metric state of a run.
 pub struct Aggregator {
     workload: Arc<Workload>,
@@ -40,7 +52,10 @@ pub struct Aggregator {
     cancelled: u64,
     started: u64,
     failures: BTreeMap<String, FailureCount>,
+    /// Curve increments in time order (kept sorted as they come).
     steps: Vec<Step>,
+    /// Their running totals.
+    totals: CurvePoint,
     http_requests: u64,
     mismatches: u64,
     no_usage: u64,
@@ -48,6 +63,7 @@ pub struct Aggregator {
     lateness_s: Vec<f64>,
     waited: u64,
     short: u64,
+    chat_shaped: u64,
     cancelled_requests: u64,
     reconnects: u64,
 }
@@ -64,6 +80,7 @@ impl Aggregator {
             started: 0,
             failures: BTreeMap::new(),
             steps: Vec::new(),
+            totals: CurvePoint::default(),
             http_requests: 0,
             mismatches: 0,
             no_usage: 0,
@@ -71,6 +88,7 @@ impl Aggregator {
             lateness_s: Vec::new(),
             waited: 0,
             short: 0,
+            chat_shaped: 0,
             cancelled_requests: 0,
             reconnects: 0,
         }
@@ -125,11 +143,7 @@ impl Aggregator {
                     }
                     TraceEnd::Failed { kind, message } => {
                         self.failed += 1;
-                        let f = self.failures.entry(kind.name()).or_default();
-                        f.traces += 1;
-                        if f.examples.len() < EXAMPLES {
-                            f.examples.push(message);
-                        }
+                        self.failure(kind, message);
                     }
                     TraceEnd::Cancelled => self.cancelled += 1,
                 }
@@ -138,8 +152,37 @@ impl Aggregator {
         }
     }
 
+    /// Count a failed trace of `kind`.
+    fn failure(&mut self, kind: FailureKind, message: String) {
+        let f = self.failures.entry(kind.name()).or_default();
+        f.traces += 1;
+        if f.examples.len() < EXAMPLES {
+            f.examples.push(message);
+        }
+    }
+
+    /// Record an event that could not be handled (a bug in trie, caught):
+    /// listed under the `internal` kind, without a failed trace.
+    pub fn internal_error(&mut self, message: String) {
+        let f = self
+            .failures
+            .entry(FailureKind::Internal.name())
+            .or_default();
+        if f.examples.len() < EXAMPLES {
+            f.examples.push(message);
+        }
+    }
+
     fn request(&mut self, r: RequestRecord) {
         self.http_requests += 1;
+        if r.chat_shaped {
+            if self.chat_shaped == 0 {
+                log::warn!(
+                    "the server streams chat-shaped choices (delta) on /v1/completions: replies are empty, so contexts and decode figures are wrong; is --endpoint an OpenAI completions API?"
+                );
+            }
+            self.chat_shaped += 1;
+        }
         match r.usage {
             None => self.no_usage += 1,
             Some(u) => {
@@ -169,12 +212,20 @@ impl Aggregator {
         }
         // Workload accounting (SPEC §5): from the template, not the server.
         let tt = self.workload.traces[r.template].turn_tokens(r.turn);
-        self.steps.push(Step {
+        let step = Step {
             t_s: (r.start + r.latency).as_secs_f64(),
             prompt: tt.new_prompt + tt.cached_prompt,
             cached: tt.cached_prompt,
             completion: tt.completion,
-        });
+        };
+        // Requests end nearly in order: insert from the back.
+        let at = self
+            .steps
+            .iter()
+            .rposition(|s| s.t_s <= step.t_s)
+            .map_or(0, |i| i + 1);
+        self.steps.insert(at, step);
+        self.totals.add(&step);
         if let Some(a) = self.active.get_mut(&r.seq) {
             a.requests.push(r);
         }
@@ -182,20 +233,32 @@ impl Aggregator {
 
     /// The cumulative token curve, in time order.
     pub fn curve(&self) -> Vec<CurvePoint> {
-        let mut steps = self.steps.clone();
-        steps.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
         let mut acc = CurvePoint::default();
-        steps
+        self.steps
             .iter()
             .map(|s| {
+                acc.add(s);
                 acc.t_s = s.t_s;
-                acc.prompt += s.prompt;
-                acc.cached += s.cached;
-                acc.uncached += s.prompt - s.cached;
-                acc.completion += s.completion;
                 acc
             })
             .collect()
+    }
+
+    /// The slope of the curve's last `window_s`, as [`metrics::last_window`]
+    /// computes it, from the steps inside the window only (the progress
+    /// line's cost does not grow with the run).
+    fn window_rates(&self, window_s: f64) -> Option<Rates> {
+        let last = self.steps.last()?;
+        let first = self
+            .steps
+            .iter()
+            .rposition(|s| s.t_s < last.t_s - window_s)
+            .map_or(0, |i| i + 1);
+        // From the point of step `first` to the last: what the later steps added.
+        let mut gained = CurvePoint::default();
+        self.steps[first + 1..].iter().for_each(|s| gained.add(s));
+        let dt = last.t_s - self.steps[first].t_s;
+        (dt > 0.0).then(|| Rates::between(&CurvePoint::default(), &gained, dt))
     }
 
     /// Completed traces so far.
@@ -205,30 +268,29 @@ impl Aggregator {
 
     /// The live progress text at `elapsed` of `duration`.
     pub fn progress(&self, elapsed: Duration, duration: Duration) -> String {
-        let curve = self.curve();
         let e = elapsed.as_secs_f64();
-        let overall = metrics::overall(&curve, e);
-        let last = metrics::last_window(&curve, 30.0);
+        let rate = |r: Option<f64>, decimals: usize| match r {
+            Some(x) => format!("{x:.decimals$}"),
+            None => "–".to_string(),
+        };
+        let overall = metrics::overall(&self.totals, e);
+        let last = self.window_rates(30.0);
         format!(
-            "{:.0}/{:.0}s completed={} failed={} in_flight={} trace/s={:.2} prompt_tok/s={:.0} completion_tok/s={:.1} last_30s_completion_tok/s={:.1}",
+            "{:.0}/{:.0}s completed={} failed={} in_flight={} trace/s={} prompt_tok/s={} completion_tok/s={} last_30s_completion_tok/s={}",
             e.min(duration.as_secs_f64()),
             duration.as_secs_f64(),
             self.completed.len(),
             self.failed,
             self.active.len(),
-            if e > 0.0 {
-                self.completed.len() as f64 / e
-            } else {
-                0.0
-            },
-            overall.prompt_tok_per_s,
-            overall.completion_tok_per_s,
-            last.completion_tok_per_s,
+            rate((e > 0.0).then(|| self.completed.len() as f64 / e), 2),
+            rate(overall.map(|r| r.prompt_tok_per_s), 0),
+            rate(overall.map(|r| r.completion_tok_per_s), 1),
+            rate(last.map(|r| r.completion_tok_per_s), 1),
         )
     }
 
     /// The summary; `summary` carries the run's description, filled in here
-    /// with every measured figure.
+    /// with every measured figure. `wall` is the measured window.
     pub fn finish(mut self, mut summary: Summary, wall: Duration) -> Summary {
         let wall_s = wall.as_secs_f64();
         // Traces still active never ended (cannot happen once slots are joined).
@@ -243,8 +305,8 @@ impl Aggregator {
             decode_tps: col(&|r| r.decode_tps),
             decode_tpot_ms: col(&|r| r.decode_tpot_ms),
             itl_ms: col(&|r| r.itl_ms),
-            cache_hit_rate_pct: col(&|r| Some(r.cache_hit_rate_pct)),
-            eligible_cache_hit_rate_pct: col(&|r| Some(r.eligible_cache_hit_rate_pct)),
+            cache_hit_rate_pct: col(&|r| r.cache_hit_rate_pct),
+            eligible_cache_hit_rate_pct: col(&|r| r.eligible_cache_hit_rate_pct),
             output_tokens_per_turn: col(&|r| {
                 Some(
                     r.output_tokens_per_trace as f64 / r.output_tokens_per_turn.len().max(1) as f64,
@@ -269,15 +331,22 @@ impl Aggregator {
         } else {
             0.0
         };
-        summary.overall = metrics::overall(&curve, wall_s);
+        summary.overall = metrics::overall(&self.totals, wall_s);
         summary.last_30s_window = metrics::last_window(&curve, 30.0);
         summary.steady_state = metrics::steady_state(&curve);
-        summary.steady_state_per_gpu = summary.num_gpus.map(|n| summary.steady_state.per(n as f64));
+        summary.steady_state_per_gpu = summary
+            .steady_state
+            .zip(summary.num_gpus)
+            .map(|(s, n)| s.per(n as f64));
         if summary.arrival_rate.is_some() {
             self.lateness_s.sort_by(f64::total_cmp);
+            let late = |q| {
+                (!self.lateness_s.is_empty())
+                    .then(|| metrics::percentile(&self.lateness_s, q).max(0.0))
+            };
             summary.arrival = Some(ArrivalStats {
-                late_s_p50: metrics::percentile(&self.lateness_s, 50.0).max(0.0),
-                late_s_p99: metrics::percentile(&self.lateness_s, 99.0).max(0.0),
+                late_s_p50: late(50.0),
+                late_s_p99: late(99.0),
                 waited_for_limit: self.waited,
             });
         }
@@ -289,31 +358,28 @@ impl Aggregator {
     }
 }
 
-/// Per-trace figures (SPEC §5) from its requests, in turn order.
+/// Per-trace figures (SPEC §5) from its requests, in turn order; a figure
+/// without values is absent, and sums saturate.
 fn trace_record(seq: u64, a: &Active, end: Duration) -> TraceRecord {
     let reqs = &a.requests;
     let secs = |d: Duration| d.as_secs_f64();
     let first = reqs.first();
     let last = reqs.last();
     let streaming = first.is_some_and(|r| r.ttft.is_some());
-    let decode_tps = streaming
-        .then(|| reqs.iter().map(RequestRecord::decode_tps).sum::<f64>() / reqs.len() as f64);
-    let (itl_sum, itl_n) = reqs.iter().fold((Duration::ZERO, 0), |(s, n), r| {
-        (s + r.itl_sum, n + r.itl_count)
+    let decodes: Vec<f64> = reqs.iter().filter_map(RequestRecord::decode_tps).collect();
+    let decode_tps = (streaming && !decodes.is_empty())
+        .then(|| decodes.iter().sum::<f64>() / decodes.len() as f64);
+    let (itl_sum, itl_n) = reqs.iter().fold((Duration::ZERO, 0u64), |(s, n), r| {
+        (s.saturating_add(r.itl_sum), n.saturating_add(r.itl_count))
     });
-    let prompt: u64 = reqs.iter().map(RequestRecord::prompt_tokens).sum();
-    let cached: u64 = reqs.iter().map(RequestRecord::cached_tokens).sum();
-    let eligible: u64 = reqs
-        .windows(2)
-        .map(|w| w[0].prompt_tokens() + w[0].completion_tokens())
-        .sum();
-    let pct = |num: u64, den: u64| {
-        if den > 0 {
-            100.0 * num as f64 / den as f64
-        } else {
-            0.0
-        }
-    };
+    let sum = |it: &mut dyn Iterator<Item = u64>| it.fold(0u64, u64::saturating_add);
+    let prompt = sum(&mut reqs.iter().map(RequestRecord::prompt_tokens));
+    let cached = sum(&mut reqs.iter().map(RequestRecord::cached_tokens));
+    let eligible = sum(&mut reqs.windows(2).map(|w| {
+        w[0].prompt_tokens()
+            .saturating_add(w[0].completion_tokens())
+    }));
+    let pct = |num: u64, den: u64| (den > 0).then(|| 100.0 * num as f64 / den as f64);
     let out: Vec<u64> = reqs.iter().map(RequestRecord::completion_tokens).collect();
     TraceRecord {
         trace_id: crate::event::trace_id(seq),
@@ -325,19 +391,13 @@ fn trace_record(seq: u64, a: &Active, end: Duration) -> TraceRecord {
         ttft_s: first.and_then(|r| r.ttft).map(secs),
         ttfat_s: last.and_then(|r| r.ttft.map(|t| secs(r.start + t) - secs(a.start))),
         decode_tps,
-        decode_tpot_ms: decode_tps.map(|d| if d > 0.0 { 1000.0 / d } else { 0.0 }),
-        itl_ms: streaming.then(|| {
-            if itl_n > 0 {
-                1000.0 * secs(itl_sum) / itl_n as f64
-            } else {
-                0.0
-            }
-        }),
+        decode_tpot_ms: decode_tps.filter(|d| *d > 0.0).map(|d| 1000.0 / d),
+        itl_ms: (streaming && itl_n > 0).then(|| 1000.0 * secs(itl_sum) / itl_n as f64),
         cache_hit_rate_pct: pct(cached, prompt),
         eligible_cache_hit_rate_pct: pct(cached, eligible),
-        output_tokens_per_trace: out.iter().sum(),
+        output_tokens_per_trace: sum(&mut out.iter().copied()),
         output_tokens_per_turn: out,
-        retries: reqs.iter().map(|r| r.retries).sum(),
+        retries: reqs.iter().map(|r| r.retries).fold(0, u32::saturating_add),
     }
 }
 
@@ -376,6 +436,7 @@ mod tests {
             retries: 0,
             timings: None,
             body_fnv1a: None,
+            chat_shaped: false,
         }
     }
 
@@ -409,8 +470,8 @@ mod tests {
         // decode: 10 tok / 1.0 s and 20 tok / 2.0 s
         assert_eq!(r.decode_tps, Some(10.0));
         assert_eq!(r.decode_tpot_ms, Some(100.0));
-        assert!((r.cache_hit_rate_pct - 100.0 * 96.0 / 231.0).abs() < 1e-9);
-        assert!((r.eligible_cache_hit_rate_pct - 100.0 * 96.0 / 111.0).abs() < 1e-9);
+        assert!((r.cache_hit_rate_pct.unwrap() - 100.0 * 96.0 / 231.0).abs() < 1e-9);
+        assert!((r.eligible_cache_hit_rate_pct.unwrap() - 100.0 * 96.0 / 111.0).abs() < 1e-9);
         assert_eq!(r.output_tokens_per_turn, vec![11, 21]);
         // curve: turn 0 adds 100 new prompt; turn 1 adds 20 new + 111 cached.
         let last = s.curve.last().unwrap();
@@ -420,5 +481,67 @@ mod tests {
         );
         assert_eq!(s.completed_requests, 1);
         assert_eq!(s.trace_per_s, 0.1);
+    }
+
+    #[test]
+    fn absent_figures_stay_absent_and_the_window_is_incremental() {
+        let wl = parse("w", r#"{"num_turns":0,"input_prompt_length":10,"assistant_response_length":[],"tool_call_output_length":[],"tool_call_latency":[],"final_assistant_response_length":1}"#).unwrap();
+        let mut agg = Aggregator::new(Arc::new(Workload {
+            path: "w".into(),
+            content_hash: String::new(),
+            traces: wl,
+        }));
+        // Nothing completed: every per-trace statistic and slope is absent.
+        let empty = Aggregator::new(agg.workload.clone())
+            .finish(Summary::default(), Duration::from_secs(3));
+        assert_eq!(empty.per_trace, PerTrace::default());
+        assert_eq!((empty.steady_state, empty.last_30s_window), (None, None));
+        assert_eq!(empty.overall, Some(Rates::default()));
+        // One one-token request per trace: no decode speed, nothing eligible.
+        for (seq, end_ms) in [
+            (1u64, 700u64),
+            (2, 300),
+            (3, 40_000),
+            (4, 39_000),
+            (5, 80_000),
+        ] {
+            agg.handle(Event::TraceStarted {
+                seq,
+                template: 0,
+                slot: 0,
+                at: Duration::ZERO,
+                late: None,
+            });
+            let mut r = req(0, 0, 5, end_ms, 10, 0, 1);
+            r.seq = seq;
+            agg.handle(Event::Request(r));
+            agg.handle(Event::TraceEnded {
+                seq,
+                at: Duration::from_millis(end_ms),
+                end: TraceEnd::Completed,
+            });
+            assert_eq!(
+                agg.window_rates(30.0),
+                metrics::last_window(&agg.curve(), 30.0),
+                "{seq}"
+            );
+        }
+        let times: Vec<f64> = agg.curve().iter().map(|p| p.t_s).collect();
+        assert_eq!(
+            times,
+            [0.3, 0.7, 39.0, 40.0, 80.0],
+            "steps are kept in time order"
+        );
+        let s = agg.finish(Summary::default(), Duration::from_secs(90));
+        let r = &s.traces[0];
+        assert_eq!(
+            (r.decode_tps, r.decode_tpot_ms, r.itl_ms),
+            (None, None, None)
+        );
+        assert_eq!(r.eligible_cache_hit_rate_pct, None);
+        assert_eq!(r.cache_hit_rate_pct, Some(0.0));
+        assert_eq!(s.per_trace.decode_tps, None);
+        assert_eq!(s.per_trace.eligible_cache_hit_rate_pct, None);
+        assert!(s.per_trace.latency_s.is_some());
     }
 }

@@ -10,6 +10,7 @@ use lexopt::prelude::*;
 
 use crate::config::{Arrival, Config, Files, LoadModel};
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::sim::SimConfig;
 
 /// What the command line asks for.
@@ -59,6 +60,10 @@ Requests:
   --max-retries N          retries per request (connection errors, 408, 409, 429, 5xx)
                                                                             [default: 2]
   --timeout S              per-request timeout, seconds                   [default: 600]
+  --connect-timeout S      timeout of connecting, and of each preflight request
+                                                                           [default: 10]
+  --max-line-bytes N       longest SSE line (or non-streamed body) accepted; a longer
+                           one fails the request as malformed      [default: 16777216]
   --no-stream              do not stream (no TTFT, TTFAT, decode speed, ITL)
   --num-gpus N             GPUs behind the endpoint, for the per-GPU column
 
@@ -70,7 +75,7 @@ Output files (written at the end, on Ctrl+C and on SIGTERM):
   --output-metrics PATH    one JSONL row of output tokens per completed trace
 
 Output:
-  --progress-interval S    log the remaining time every S seconds     [default: off]
+  --progress-interval S    log the remaining time every S seconds (>= 0.1) [default: off]
   -q, --quiet              no live progress line
   -h, --help               this text
   -V, --version            the version
@@ -132,11 +137,29 @@ fn num<T: std::str::FromStr>(flag: &str, v: &str, what: &str) -> Result<T> {
         .map_err(|_| Error::usage(format!("{flag}: '{v}' is not {what}")))
 }
 
+/// A whole number at most `max`; too many digits is "too large", not "not a number".
+fn whole(flag: &str, v: &str, max: u64) -> Result<u64> {
+    let t = v.trim();
+    let too_large = || Error::usage(format!("{flag}: '{v}' is too large: at most {max}"));
+    match t.parse::<u64>() {
+        Ok(n) if n > max => Err(too_large()),
+        Ok(n) => Ok(n),
+        Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => Err(too_large()),
+        Err(_) => Err(Error::usage(format!("{flag}: '{v}' is not a whole number"))),
+    }
+}
+
 fn secs(flag: &str, v: &str) -> Result<Duration> {
     let s: f64 = num(flag, v, "a number of seconds")?;
     if !(s.is_finite() && s >= 0.0) {
         return Err(Error::usage(format!(
             "{flag}: '{v}' must be a number of seconds >= 0"
+        )));
+    }
+    if s > limits::MAX_SECONDS {
+        return Err(Error::usage(format!(
+            "{flag}: '{v}' is too large: at most {} seconds",
+            limits::MAX_SECONDS
         )));
     }
     Ok(Duration::from_secs_f64(s))
@@ -176,6 +199,8 @@ struct Raw {
     api_key: Option<String>,
     max_retries: Option<String>,
     timeout: Option<String>,
+    connect_timeout: Option<String>,
+    max_line_bytes: Option<String>,
     num_gpus: Option<String>,
     stream: Option<bool>,
     progress_interval: Option<String>,
@@ -208,6 +233,8 @@ const PY_WORDS: &[(&str, &str)] = &[
 const FLAG_ONLY: &[&str] = &[
     "--arrival",
     "--max-inflight",
+    "--connect-timeout",
+    "--max-line-bytes",
     "--output",
     "--csv",
     "--events",
@@ -235,6 +262,8 @@ impl Raw {
             "--api-key" => &mut self.api_key,
             "--max-retries" => &mut self.max_retries,
             "--timeout" => &mut self.timeout,
+            "--connect-timeout" => &mut self.connect_timeout,
+            "--max-line-bytes" => &mut self.max_line_bytes,
             "--num-gpus" => &mut self.num_gpus,
             "--progress-interval" => &mut self.progress_interval,
             "--output" => &mut self.output,
@@ -281,7 +310,7 @@ impl Raw {
                     ));
                 }
                 let n = match c {
-                    Some(v) => num("--concurrency", &v, "a whole number >= 1")?,
+                    Some(v) => whole("--concurrency", &v, limits::MAX_SLOTS as u64)? as usize,
                     None => 1,
                 };
                 LoadModel::Closed { concurrency: n }
@@ -298,7 +327,7 @@ impl Raw {
                     }
                 },
                 max_inflight: match self.max_inflight {
-                    Some(v) => num("--max-inflight", &v, "a whole number >= 1")?,
+                    Some(v) => whole("--max-inflight", &v, limits::MAX_SLOTS as u64)? as usize,
                     None => 4096,
                 },
             },
@@ -307,7 +336,7 @@ impl Raw {
             cfg.duration = secs("--duration", &v)?;
         }
         if let Some(v) = self.seed {
-            cfg.seed = num("--seed", &v, "a whole number >= 0")?;
+            cfg.seed = whole("--seed", &v, u64::MAX)?;
         }
         cfg.api_key = self
             .api_key
@@ -315,13 +344,20 @@ impl Raw {
             .filter(|k| !k.is_empty())
             .map(crate::config::Secret::new);
         if let Some(v) = self.max_retries {
-            cfg.max_retries = num("--max-retries", &v, "a whole number >= 0")?;
+            cfg.max_retries = whole("--max-retries", &v, limits::MAX_RETRIES as u64)? as u32;
         }
         if let Some(v) = self.timeout {
             cfg.timeout = secs("--timeout", &v)?;
         }
+        if let Some(v) = self.connect_timeout {
+            cfg.connect_timeout = secs("--connect-timeout", &v)?;
+        }
+        if let Some(v) = self.max_line_bytes {
+            cfg.max_line_bytes =
+                whole("--max-line-bytes", &v, limits::MAX_LINE_BYTES.2 as u64)? as usize;
+        }
         if let Some(v) = self.num_gpus {
-            cfg.num_gpus = Some(num("--num-gpus", &v, "a whole number >= 1")?);
+            cfg.num_gpus = Some(whole("--num-gpus", &v, 1_000_000)? as u32);
         }
         if let Some(s) = self.stream {
             cfg.stream = s;
@@ -499,23 +535,31 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             )));
         }
         let v = value_of(&mut parser, &flag)?;
-        let whole = "a whole number";
         let f = flag.as_str();
+        let tps = |v: &str| -> Result<f64> {
+            let r: f64 = num(f, v, "a number of tokens/s")?;
+            if !(r.is_finite() && r >= 0.0) {
+                return Err(Error::usage(format!(
+                    "{f}: '{v}' must be a number of tokens/s >= 0"
+                )));
+            }
+            Ok(r)
+        };
         match f {
-            "--port" => c.port = num(f, &v, "a port number 0-65535")?,
+            "--port" => c.port = whole(f, &v, u16::MAX as u64)? as u16,
             "--model" => c.model = v,
             "--tokenizer" => c.tokenizer = Some(v.into()),
-            "--bos" => c.bos = num(f, &v, whole)?,
-            "--block-size" => c.block_size = num(f, &v, whole)?,
-            "--kv-tokens" => c.kv_tokens = num(f, &v, whole)?,
-            "--max-running" => c.max_running = num(f, &v, whole)?,
-            "--prefill-tps" => c.prefill_tps = num(f, &v, "a number of tokens/s")?,
-            "--decode-tps" => c.decode_tps = num(f, &v, "a number of tokens/s")?,
-            "--tokens-per-chunk" => c.tokens_per_chunk = num(f, &v, whole)?,
-            "--seed" => c.seed = num(f, &v, whole)?,
+            "--bos" => c.bos = whole(f, &v, 16)? as usize,
+            "--block-size" => c.block_size = whole(f, &v, 1 << 20)? as usize,
+            "--kv-tokens" => c.kv_tokens = whole(f, &v, 1 << 40)? as usize,
+            "--max-running" => c.max_running = whole(f, &v, 1 << 20)? as usize,
+            "--prefill-tps" => c.prefill_tps = tps(&v)?,
+            "--decode-tps" => c.decode_tps = tps(&v)?,
+            "--tokens-per-chunk" => c.tokens_per_chunk = whole(f, &v, 1 << 20)? as usize,
+            "--seed" => c.seed = whole(f, &v, u64::MAX)?,
             "--fault-status-rate" => c.faults.status_rate = rate(f, &v)?,
             "--fault-status" => {
-                c.faults.status = num(f, &v, "an HTTP status")?;
+                c.faults.status = whole(f, &v, 999)? as u16;
                 if !(400..=599).contains(&c.faults.status) {
                     return Err(Error::usage(format!(
                         "{f}: '{v}' must be an HTTP error status 400-599"
@@ -527,7 +571,7 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--fault-stall-rate" => c.faults.stall_rate = rate(f, &v)?,
             "--fault-stall-secs" => c.faults.stall = secs(f, &v)?,
             "--fault-no-usage-rate" => c.faults.no_usage_rate = rate(f, &v)?,
-            "--eos-after" => c.quirks.eos_after = Some(num(f, &v, whole)?),
+            "--eos-after" => c.quirks.eos_after = Some(whole(f, &v, 1 << 32)? as usize),
             _ => unreachable!("checked against `known`"),
         }
     }

@@ -1,44 +1,71 @@
-//! One blocking HTTP client for the whole run: a ureq `Agent` configured for
-//! load generation (status codes are data, a keep-alive pool as large as the
-//! concurrency), and the request that reads a stream line by line, taking the
-//! timestamp before parsing.
+//! The blocking HTTP client. [`Http`] holds what a run's clients share (the
+//! ureq configuration, the resolver, the URL and key); each slot gets its
+//! own [`Client`], an agent whose pool holds that slot's one kept-alive
+//! connection, so no lock or pool scan is shared between slots on the timed
+//! path. Every agent is registered with a [`Stop`], which shuts them all at
+//! the deadline or on Ctrl+C.
+//!
+//! A request reads its stream line by line and takes each line's timestamp
+//! before parsing. The end of a response is stamped when `data: [DONE]` is
+//! read (or at the last data line when none comes); what follows is drained
+//! for at most [`DRAIN`] outside the measurement, so a server that is slow
+//! to end the body or close the connection cannot bend the latency. Lines,
+//! reply text and bodies are capped, so no server can make trie allocate
+//! without bound.
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
+};
+
 use crate::sse::{self, ChunkMark, ServerTimings, Stream, StreamError, Usage};
+use crate::stop::Stop;
 
 /// Why a request failed; counted by kind in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// Could not connect (refused, unresolvable, unreachable).
+    /// Could not connect (refused, unresolvable, unreachable, TLS handshake).
     Connect,
     /// The per-request timeout passed.
     Timeout,
-    /// The server answered with an HTTP status >= 400.
+    /// The server answered with an HTTP status other than 200.
     Http(u16),
     /// The connection broke mid-request or mid-stream.
     Reset,
-    /// A chunk or body that is not the expected JSON (or an error object).
+    /// A chunk or body that is not the expected JSON (or an error object),
+    /// or one beyond trie's caps.
     Malformed,
     /// The stream ended before it was complete.
     Truncated,
     /// The response carried no choice.
     NoChoices,
+    /// Usage no server can truthfully report (cached > prompt tokens,
+    /// completion > max_tokens).
+    BadUsage,
+    /// trie's own side failed (out of file descriptors, memory, ports): not
+    /// the server's fault.
+    Client,
+    /// A bug in trie (a panic), caught: the trace failed, the run went on.
+    Internal,
     /// Stopped by the deadline or Ctrl+C (not a server failure).
     Cancelled,
 }
 
 impl FailureKind {
-    /// Worth another try: connection errors, timeouts, broken streams, 408,
-    /// 409, 429 and 5xx. Other 4xx answers would fail the same way again.
+    /// Worth another try: connection errors, timeouts, broken streams,
+    /// client-side shortages, 408, 409, 429 and 5xx. Other answers would
+    /// fail the same way again.
     pub fn retryable(self) -> bool {
         match self {
             FailureKind::Http(s) => matches!(s, 408 | 409 | 429) || s >= 500,
-            FailureKind::Cancelled => false,
+            FailureKind::Cancelled | FailureKind::BadUsage | FailureKind::Internal => false,
             _ => true,
         }
     }
@@ -57,26 +84,31 @@ impl FailureKind {
 
 /// The wait before retry number `attempt + 1`: 0.25 s doubling, at most 8 s.
 pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs_f64((0.25 * 2f64.powi(attempt as i32)).min(8.0))
+    Duration::from_secs_f64((0.25 * 2f64.powi(attempt.min(16) as i32)).min(8.0))
 }
+
+/// How long the rest of a response is read after its end (`[DONE]`, or a
+/// finish reason with usage) before the connection is given up.
+pub const DRAIN: Duration = Duration::from_millis(100);
 
 /// A failed request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
     /// What kind of failure.
     pub kind: FailureKind,
-    /// Detail for the report (never contains the API key).
+    /// Detail for the report (secrets removed, one line, at most 300
+    /// characters).
     pub message: String,
     /// It failed while sending, before any byte of a response came back.
     pub before_response: bool,
 }
 
 impl Failure {
-    /// A failure of `kind` with a message.
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+    /// A failure of `kind`; the message is cleaned by [`one_line`].
+    pub fn new(kind: FailureKind, message: impl AsRef<str>) -> Failure {
         Failure {
             kind,
-            message: message.into(),
+            message: one_line(message.as_ref()),
             before_response: false,
         }
     }
@@ -87,7 +119,8 @@ impl Failure {
 pub struct Reply {
     /// First choice chunk, since the request was sent (streaming only).
     pub ttft: Option<Duration>,
-    /// Last byte, since the request was sent.
+    /// The end of the response (`[DONE]`, else its last data line, else its
+    /// last byte), since the request was sent.
     pub latency: Duration,
     /// The generated text.
     pub text: String,
@@ -100,42 +133,134 @@ pub struct Reply {
     /// Whether it came as an SSE stream (a server that cannot stream answers
     /// a stream request with one JSON body; it is read as such).
     pub streamed: bool,
+    /// Its choices were chat-shaped (`delta`), not completion-shaped (`text`).
+    pub chat_shaped: bool,
 }
 
-/// The run's HTTP client; cheap to clone (one shared pool).
-#[derive(Clone)]
-pub struct Client {
-    agent: ureq::Agent,
-    completions_url: String,
-    auth: Option<String>,
+/// What a request may receive.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect {
+    /// `max_tokens` it asks for: more completion tokens are bad usage.
+    pub max_tokens: u64,
+    /// Most bytes of reply text its tokens can make.
+    pub max_text_bytes: usize,
+}
+
+impl Expect {
+    /// What `max_tokens` tokens of a vocabulary whose longest token has
+    /// `longest_token_bytes` bytes can be.
+    pub fn new(max_tokens: u64, longest_token_bytes: usize) -> Expect {
+        let per_token =
+            (longest_token_bytes * crate::limits::TEXT_BYTES_PER_TOKEN_BYTE).max(64) as u64;
+        Expect {
+            max_tokens,
+            max_text_bytes: (max_tokens + 16)
+                .saturating_mul(per_token)
+                .min(usize::MAX as u64) as usize,
+        }
+    }
+}
+
+/// What every client of a run shares.
+pub struct Http {
+    config: ureq::config::Config,
+    preflight_config: ureq::config::Config,
+    resolver: SharedResolver,
+    completions_url: Arc<str>,
+    auth: Option<Arc<str>>,
     stream: bool,
+    max_line: usize,
 }
 
-/// Build the load-generation agent.
-pub fn agent(pool: usize, timeout: Duration) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
+impl Http {
+    /// Clients of `{endpoint}/completions` (endpoint normalised to `.../v1`):
+    /// requests time out after `timeout`, connects and preflight requests
+    /// after `connect_timeout`; SSE lines longer than `max_line` bytes fail.
+    pub fn new(
+        endpoint: &str,
+        api_key: Option<&str>,
+        stream: bool,
+        timeout: Duration,
+        connect_timeout: Duration,
+        max_line: usize,
+    ) -> Http {
+        Http {
+            config: agent_config(timeout, connect_timeout),
+            preflight_config: agent_config(connect_timeout, connect_timeout),
+            resolver: SharedResolver::default(),
+            completions_url: format!("{endpoint}/completions").into(),
+            auth: api_key
+                .filter(|k| !k.is_empty())
+                .map(|k| format!("Bearer {k}").into()),
+            stream,
+            max_line,
+        }
+    }
+
+    /// A client with its own agent, shut down by `stop`.
+    pub fn client(&self, stop: &Stop) -> Client {
+        self.make(self.config.clone(), stop)
+    }
+
+    /// A client whose requests time out after the connect timeout (the
+    /// preflight's), shut down by `stop`.
+    pub fn preflight_client(&self, stop: &Stop) -> Client {
+        self.make(self.preflight_config.clone(), stop)
+    }
+
+    fn make(&self, config: ureq::config::Config, stop: &Stop) -> Client {
+        let agent = ureq::Agent::with_parts(
+            config,
+            DefaultConnector::default().chain(WindowConnector),
+            self.resolver.clone(),
+        );
+        stop.watch(&agent);
+        Client {
+            agent,
+            completions_url: self.completions_url.clone(),
+            auth: self.auth.clone(),
+            stream: self.stream,
+            max_line: self.max_line,
+        }
+    }
+}
+
+/// A load generator's agent configuration: status codes are data, no
+/// redirects (a 3xx is a failure naming its `Location`), one kept-alive
+/// connection (per slot), no compression.
+fn agent_config(timeout: Duration, connect_timeout: Duration) -> ureq::config::Config {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .max_idle_connections(pool.max(8))
-        .max_idle_connections_per_host(pool.max(8))
+        .max_redirects(0)
+        .max_idle_connections(1)
+        .max_idle_connections_per_host(1)
         .timeout_global(Some(timeout))
-        .timeout_connect(Some(timeout.min(Duration::from_secs(30))))
+        .timeout_connect(Some(connect_timeout.min(timeout)))
         .user_agent(format!("trie/{}", env!("CARGO_PKG_VERSION")))
         .accept_encoding("identity")
         .no_delay(true)
-        .build();
-    ureq::Agent::with_parts(
-        config,
-        ureq::unversioned::transport::DefaultConnector::default(),
-        CachingResolver::default(),
-    )
+        .build()
 }
 
-/// Resolves the endpoint's host once per run. ureq resolves before it looks
-/// in its pool, and with a timeout set it resolves on a new thread, so without
-/// this every request would spawn a thread (and carry its cost in TTFT). A
-/// run's agent talks to one host; its addresses are kept in a `OnceLock`, so a
-/// hit on the timed path is an atomic load and a comparison: no lock, no
-/// allocation. Any other host is resolved as ureq would.
+/// One slot's HTTP client.
+pub struct Client {
+    agent: ureq::Agent,
+    completions_url: Arc<str>,
+    auth: Option<Arc<str>>,
+    stream: bool,
+    max_line: usize,
+}
+
+/// Resolves the endpoint's host once per run, for every client of the run.
+/// ureq resolves before it looks in its pool, and with a timeout set it
+/// resolves on a new thread, so without this every request would spawn a
+/// thread (and carry its cost in TTFT). A run talks to one host; its
+/// addresses are kept in a `OnceLock`, so a hit on the timed path is an
+/// atomic load and a comparison: no lock, no allocation. Any other host is
+/// resolved as ureq would.
+#[derive(Clone, Debug, Default)]
+struct SharedResolver(Arc<CachingResolver>);
+
 #[derive(Debug, Default)]
 struct CachingResolver {
     inner: ureq::unversioned::resolver::DefaultResolver,
@@ -147,50 +272,141 @@ struct CachingResolver {
     )>,
 }
 
-impl ureq::unversioned::resolver::Resolver for CachingResolver {
+impl ureq::unversioned::resolver::Resolver for SharedResolver {
     fn resolve(
         &self,
         uri: &ureq::http::Uri,
         config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
+        timeout: NextTimeout,
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let cache = &self.0;
         let scheme = uri.scheme_str().unwrap_or("");
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-        if let Some((s, a, addrs)) = self.first.get()
+        if let Some((s, a, addrs)) = cache.first.get()
             && s == scheme
             && a == authority
         {
             return Ok(addrs.clone());
         }
-        let addrs = self.inner.resolve(uri, config, timeout)?;
-        let _ = self
+        let addrs = cache.inner.resolve(uri, config, timeout)?;
+        let _ = cache
             .first
             .set((scheme.to_string(), authority.to_string(), addrs.clone()));
         Ok(addrs)
     }
 }
 
-impl Client {
-    /// A client of `{endpoint}/completions` (endpoint normalised to `.../v1`).
-    pub fn new(agent: ureq::Agent, endpoint: &str, api_key: Option<&str>, stream: bool) -> Client {
-        Client {
-            agent,
-            completions_url: format!("{endpoint}/completions"),
-            auth: api_key
-                .filter(|k| !k.is_empty())
-                .map(|k| format!("Bearer {k}")),
-            stream,
+thread_local! {
+    /// While set, no read on this thread's connections waits past it.
+    static READ_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Bounds every read of this thread's connections to a window from now on,
+/// until dropped: how a response's tail is drained without letting a
+/// server hold the slot.
+struct ReadWindow(bool);
+
+impl ReadWindow {
+    fn closed() -> ReadWindow {
+        ReadWindow(false)
+    }
+
+    /// Bound reads to `d` from now (once; later calls keep the first bound).
+    fn open(&mut self, d: Duration) {
+        if !self.0 {
+            READ_DEADLINE.with(|c| c.set(Some(Instant::now() + d)));
+            self.0 = true;
         }
+    }
+}
+
+impl Drop for ReadWindow {
+    fn drop(&mut self) {
+        if self.0 {
+            READ_DEADLINE.with(|c| c.set(None));
+        }
+    }
+}
+
+/// Wraps every connection in a [`Windowed`] transport.
+#[derive(Debug)]
+struct WindowConnector;
+
+impl Connector<Box<dyn Transport>> for WindowConnector {
+    type Out = Windowed;
+
+    fn connect(
+        &self,
+        _details: &ConnectionDetails,
+        chained: Option<Box<dyn Transport>>,
+    ) -> Result<Option<Windowed>, ureq::Error> {
+        Ok(chained.map(Windowed))
+    }
+}
+
+/// A transport whose reads honour this thread's [`ReadWindow`].
+#[derive(Debug)]
+struct Windowed(Box<dyn Transport>);
+
+impl Transport for Windowed {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.0.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.0.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        if let Some(deadline) = READ_DEADLINE.with(Cell::get) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ureq::Error::Timeout(ureq::Timeout::PerRead));
+            }
+            let left = ureq::unversioned::transport::time::Duration::from(left);
+            timeout.per_read = Some(timeout.per_read.map_or(left, |p| p.min(left)));
+        }
+        self.0.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.0.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
+}
+
+impl Client {
+    /// `GET url`: the status and the body (at most 1 MiB, lossy UTF-8). A
+    /// redirect is a failure naming its `Location`.
+    pub fn get(&self, url: &str) -> Result<(u16, String), Failure> {
+        let mut req = self.agent.get(url);
+        if let Some(auth) = &self.auth {
+            req = req.header("Authorization", &**auth);
+        }
+        let resp = req.call().map_err(|e| map_error(&e))?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut reader = resp.into_body().into_reader();
+        if (300..400).contains(&status) {
+            return Err(status_failure(status, location.as_deref(), &mut reader));
+        }
+        let mut bytes = Vec::new();
+        Read::take(&mut reader, 1 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(io_failure)?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// Whether requests stream.
     pub fn streaming(&self) -> bool {
         self.stream
-    }
-
-    /// Interrupt every request in flight and refuse new ones (the deadline).
-    pub fn shutdown(&self) {
-        self.agent.clone().shutdown();
     }
 
     /// Send one completion request (the JSON `body`) and read its answer.
@@ -199,68 +415,170 @@ impl Client {
         &self,
         body: &[u8],
         routing_key: &str,
+        expect: Expect,
         sent: &mut Instant,
     ) -> Result<Reply, Failure> {
         let mut req = self
             .agent
-            .post(&self.completions_url)
+            .post(&*self.completions_url)
             .header("Content-Type", "application/json")
             .header("X-SMG-Routing-Key", routing_key);
         if let Some(auth) = &self.auth {
-            req = req.header("Authorization", auth);
+            req = req.header("Authorization", &**auth);
         }
         *sent = Instant::now();
         let resp = req.send(body).map_err(|e| Failure {
             before_response: true,
-            ..map_error(e)
+            ..map_error(&e)
         })?;
         let start = *sent;
         let status = resp.status().as_u16();
-        let json_body = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/json"));
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header("content-type")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let location = header("location");
         let mut reader = BufReader::with_capacity(32 * 1024, resp.into_body().into_reader());
-        if status >= 400 {
+        if status != 200 {
+            return Err(status_failure(status, location.as_deref(), &mut reader));
+        }
+        if content_type.starts_with("text/html") {
             let mut text = String::new();
-            let _ = reader.take(2048).read_to_string(&mut text);
+            let _ = (&mut reader).take(2048).read_to_string(&mut text);
             return Err(Failure::new(
-                FailureKind::Http(status),
-                format!("HTTP {status}: {}", one_line(&text)),
+                FailureKind::Malformed,
+                format!(
+                    "not an OpenAI endpoint: got text/html ({}); is --endpoint the server's API base?",
+                    one_line(&text)
+                ),
             ));
         }
-        if self.stream && !json_body {
-            read_stream(&mut reader, start)
+        let reply = if self.stream && !content_type.starts_with("application/json") {
+            read_stream(&mut reader, start, self.max_line, expect.max_text_bytes)
         } else {
-            read_whole(&mut reader, start)
-        }
+            read_whole(&mut reader, start, self.max_line, expect.max_text_bytes)
+        }?;
+        check_usage(reply.usage, expect.max_tokens)?;
+        Ok(reply)
     }
 }
 
-fn read_stream(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failure> {
+/// The failure of a response whose status is not 200.
+fn status_failure(status: u16, location: Option<&str>, reader: &mut impl Read) -> Failure {
+    let mut text = String::new();
+    let _ = reader.take(2048).read_to_string(&mut text);
+    let message = match status {
+        300..=399 => format!(
+            "HTTP {status}: redirected to {}; trie does not follow redirects: point --endpoint at the final URL",
+            location.unwrap_or("(no Location header)")
+        ),
+        _ if text.trim().is_empty() => format!("HTTP {status} without a body"),
+        _ => format!("HTTP {status}: {}", one_line(&text)),
+    };
+    Failure::new(FailureKind::Http(status), message)
+}
+
+/// Usage no server can truthfully report is a `bad_usage` failure.
+pub fn check_usage(usage: Option<Usage>, max_tokens: u64) -> Result<(), Failure> {
+    let Some(u) = usage else { return Ok(()) };
+    if let Some(c) = u.cached_tokens.filter(|&c| c > u.prompt_tokens) {
+        return Err(Failure::new(
+            FailureKind::BadUsage,
+            format!(
+                "the server reported {c} cached_tokens of {} prompt_tokens",
+                u.prompt_tokens
+            ),
+        ));
+    }
+    if u.completion_tokens > max_tokens {
+        return Err(Failure::new(
+            FailureKind::BadUsage,
+            format!(
+                "the server reported {} completion_tokens for max_tokens {max_tokens}",
+                u.completion_tokens
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Read one line of at most `cap` bytes into `line`.
+fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+    Read::take(&mut *reader, cap as u64).read_until(b'\n', line)
+}
+
+fn too_long(cap: usize) -> Failure {
+    Failure::new(
+        FailureKind::Malformed,
+        format!("an SSE line longer than {cap} bytes (--max-line-bytes)"),
+    )
+}
+
+fn too_much_text(len: usize, max: usize) -> Failure {
+    Failure::new(
+        FailureKind::Malformed,
+        format!("{len} bytes of reply text, more than the {max} its max_tokens can make"),
+    )
+}
+
+/// Read an SSE stream (pure over `reader`, so tests feed it fake ones).
+pub fn read_stream(
+    reader: &mut impl BufRead,
+    start: Instant,
+    max_line: usize,
+    max_text: usize,
+) -> Result<Reply, Failure> {
     let mut stream = Stream::default();
     let mut line = Vec::with_capacity(1024);
+    let mut window = ReadWindow::closed();
+    let mut eof_at = None;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io_failure)?;
+        let read = read_line(reader, &mut line, max_line);
         let at = start.elapsed();
-        if n == 0 {
-            break;
+        match read {
+            // After a finish reason or [DONE] the answer is whole: a server
+            // that then breaks the body or the connection does not fail it.
+            Err(_) if stream.complete() => break,
+            Err(e) => return Err(io_failure(e)),
+            Ok(0) => {
+                eof_at = Some(at);
+                break;
+            }
+            Ok(n) if n >= max_line && line.last() != Some(&b'\n') => {
+                return Err(too_long(max_line));
+            }
+            Ok(_) => {}
         }
         stream.feed(&line, at).map_err(stream_failure)?;
+        if stream.text.len() > max_text {
+            return Err(too_much_text(stream.text.len(), max_text));
+        }
         if stream.done {
-            // Drain to the end so the connection returns to the pool.
-            let mut rest = Vec::new();
-            reader.read_to_end(&mut rest).map_err(io_failure)?;
+            window.open(DRAIN);
+            drain(reader);
             break;
         }
+        if stream.finished && stream.usage.is_some() {
+            // All that is left is [DONE]: wait for it only briefly.
+            window.open(DRAIN);
+        }
     }
-    let latency = start.elapsed();
+    drop(window);
     stream.finish().map_err(stream_failure)?;
     Ok(Reply {
         ttft: stream.first_choice,
-        latency,
+        latency: stream
+            .done_at
+            .or(stream.last_data_at)
+            .or(eof_at)
+            .unwrap_or_else(|| start.elapsed()),
+        chat_shaped: stream.chat_shaped && stream.text.is_empty(),
         text: stream.text,
         chunks: stream.chunks,
         usage: stream.usage,
@@ -269,10 +587,43 @@ fn read_stream(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failu
     })
 }
 
-fn read_whole(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failure> {
+/// Read what is left of a response, best effort (bounded by the read window).
+fn drain(reader: &mut impl BufRead) {
+    let mut budget = 1usize << 20;
+    loop {
+        match reader.fill_buf() {
+            Ok([]) | Err(_) => return,
+            Ok(buf) => {
+                let n = buf.len().min(budget);
+                reader.consume(n);
+                budget -= n;
+                if budget == 0 {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Read a whole (non-streamed) JSON body.
+pub fn read_whole(
+    reader: &mut impl BufRead,
+    start: Instant,
+    max_line: usize,
+    max_text: usize,
+) -> Result<Reply, Failure> {
+    let cap = max_line.saturating_add(max_text.saturating_mul(6));
     let mut body = Vec::new();
-    reader.read_to_end(&mut body).map_err(io_failure)?;
+    Read::take(&mut *reader, cap as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(io_failure)?;
     let latency = start.elapsed();
+    if body.len() > cap {
+        return Err(Failure::new(
+            FailureKind::Malformed,
+            format!("a response body larger than {cap} bytes"),
+        ));
+    }
     let chunk = sse::parse_chunk(&body).map_err(|m| Failure::new(FailureKind::Malformed, m))?;
     if !chunk.has_choice {
         return Err(Failure::new(
@@ -280,9 +631,13 @@ fn read_whole(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failur
             "response without choices",
         ));
     }
+    if chunk.text.len() > max_text {
+        return Err(too_much_text(chunk.text.len(), max_text));
+    }
     Ok(Reply {
         ttft: None,
         latency,
+        chat_shaped: chunk.chat_shaped,
         text: chunk.text.into_owned(),
         chunks: Vec::new(),
         usage: chunk.usage,
@@ -293,7 +648,7 @@ fn read_whole(reader: &mut impl BufRead, start: Instant) -> Result<Reply, Failur
 
 fn stream_failure(e: StreamError) -> Failure {
     match e {
-        StreamError::Malformed(m) => Failure::new(FailureKind::Malformed, one_line(&m)),
+        StreamError::Malformed(m) => Failure::new(FailureKind::Malformed, m),
         StreamError::Truncated => {
             Failure::new(FailureKind::Truncated, "stream ended before [DONE]")
         }
@@ -303,45 +658,217 @@ fn stream_failure(e: StreamError) -> Failure {
     }
 }
 
+/// Error numbers of the client's own shortages.
+const CLIENT_ERRNOS: [i32; 5] = [
+    libc::EMFILE,
+    libc::ENFILE,
+    libc::ENOMEM,
+    libc::ENOBUFS,
+    libc::EADDRNOTAVAIL,
+];
+
+fn client_shortage(io: &std::io::Error) -> Option<Failure> {
+    let errno = io.raw_os_error()?;
+    CLIENT_ERRNOS.contains(&errno).then(|| {
+        Failure::new(
+            FailureKind::Client,
+            format!(
+                "trie's side: {io}{}",
+                if errno == libc::EMFILE || errno == libc::ENFILE {
+                    " (raise the open-file limit, ulimit -n)"
+                } else {
+                    ""
+                }
+            ),
+        )
+    })
+}
+
 fn io_failure(e: std::io::Error) -> Failure {
     // ureq wraps its own errors (timeouts, protocol) into io::Error on body reads.
-    let text = e.to_string();
-    let kind = if e.kind() == std::io::ErrorKind::TimedOut
-        || text.contains("timeout")
-        || text.contains("Timeout")
-    {
-        FailureKind::Timeout
-    } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        FailureKind::Truncated
-    } else {
-        FailureKind::Reset
-    };
-    Failure::new(kind, one_line(&text))
-}
-
-fn map_error(e: ureq::Error) -> Failure {
-    let kind = match &e {
-        ureq::Error::Timeout(_) => FailureKind::Timeout,
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => FailureKind::Connect,
-        ureq::Error::Io(io)
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::AddrNotAvailable
-                    | std::io::ErrorKind::NotFound
-            ) =>
-        {
-            FailureKind::Connect
-        }
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => FailureKind::Timeout,
-        ureq::Error::Io(_) => FailureKind::Reset,
-        ureq::Error::Protocol(_) => FailureKind::Malformed,
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
+        return map_error(inner);
+    }
+    if let Some(f) = client_shortage(&e) {
+        return f;
+    }
+    let kind = match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => FailureKind::Timeout,
+        std::io::ErrorKind::UnexpectedEof => FailureKind::Truncated,
         _ => FailureKind::Reset,
     };
-    Failure::new(kind, one_line(&e.to_string()))
+    Failure::new(kind, e.to_string())
 }
 
-/// First line of `s`, at most 300 characters.
+fn map_error(e: &ureq::Error) -> Failure {
+    use std::io::ErrorKind as K;
+    let kind = match e {
+        ureq::Error::Timeout(_) => FailureKind::Timeout,
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => FailureKind::Connect,
+        ureq::Error::Io(io) => {
+            if let Some(f) = client_shortage(io) {
+                return f;
+            }
+            match io.kind() {
+                K::ConnectionRefused | K::NotFound | K::HostUnreachable | K::NetworkUnreachable => {
+                    FailureKind::Connect
+                }
+                K::TimedOut | K::WouldBlock => FailureKind::Timeout,
+                _ => FailureKind::Reset,
+            }
+        }
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
+            return Failure::new(
+                FailureKind::Connect,
+                format!("TLS handshake failed ({e}): is the endpoint plain HTTP? use http://"),
+            );
+        }
+        ureq::Error::Protocol(_)
+        | ureq::Error::LargeResponseHeader(..)
+        | ureq::Error::BodyExceedsLimit(_) => FailureKind::Malformed,
+        _ => FailureKind::Reset,
+    };
+    Failure::new(kind, e.to_string())
+}
+
+/// Text from outside trie made fit for a report: secrets removed, its first
+/// line, at most 300 characters.
 pub fn one_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").chars().take(300).collect()
+    let first = s.lines().next().unwrap_or("");
+    crate::redact::clean(first).chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that yields `parts` and then fails with `end` (or EOF).
+    struct Fake {
+        parts: Vec<Vec<u8>>,
+        end: Option<std::io::ErrorKind>,
+    }
+
+    impl Read for Fake {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.parts.is_empty() {
+                return match self.end {
+                    Some(k) => Err(std::io::Error::new(k, "fake")),
+                    None => Ok(0),
+                };
+            }
+            let part = &mut self.parts[0];
+            let n = part.len().min(buf.len());
+            buf[..n].copy_from_slice(&part[..n]);
+            part.drain(..n);
+            if part.is_empty() {
+                self.parts.remove(0);
+            }
+            Ok(n)
+        }
+    }
+
+    fn fake(parts: &[&str], end: Option<std::io::ErrorKind>) -> BufReader<Fake> {
+        BufReader::new(Fake {
+            parts: parts.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            end,
+        })
+    }
+
+    const A: &str =
+        "data: {\"choices\":[{\"index\":0,\"text\":\" a\",\"finish_reason\":null}]}\n\n";
+    const B: &str =
+        "data: {\"choices\":[{\"index\":0,\"text\":\" b\",\"finish_reason\":\"length\"}]}\n\n";
+    const U: &str =
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    fn read(r: &mut impl BufRead) -> Result<Reply, Failure> {
+        read_stream(r, Instant::now(), 1 << 20, 1 << 20)
+    }
+
+    #[test]
+    fn a_whole_answer_is_a_success_however_the_connection_ends() {
+        use std::io::ErrorKind::{ConnectionReset, TimedOut, UnexpectedEof};
+        // [DONE] then: EOF, a reset, a timeout (a server that never closes),
+        // a broken chunked terminator.
+        for end in [
+            None,
+            Some(ConnectionReset),
+            Some(TimedOut),
+            Some(UnexpectedEof),
+        ] {
+            let r = read(&mut fake(&[A, B, U, DONE], end)).unwrap();
+            assert_eq!(r.text, " a b", "{end:?}");
+            assert_eq!(r.usage.unwrap().completion_tokens, 2);
+        }
+        // No [DONE], but a finish reason: complete too.
+        for end in [None, Some(ConnectionReset), Some(TimedOut)] {
+            assert!(read(&mut fake(&[A, B, U], end)).is_ok(), "{end:?}");
+        }
+        // Cut before the finish: a failure of the right kind.
+        let kind = |end| read(&mut fake(&[A], end)).unwrap_err().kind;
+        assert_eq!(kind(None), FailureKind::Truncated);
+        assert_eq!(kind(Some(ConnectionReset)), FailureKind::Reset);
+        assert_eq!(kind(Some(TimedOut)), FailureKind::Timeout);
+    }
+
+    #[test]
+    fn lines_and_text_are_capped() {
+        let long = format!("data: {}\n", "x".repeat(5000));
+        let e = read_stream(&mut fake(&[&long], None), Instant::now(), 1024, 1 << 20);
+        assert_eq!(e.unwrap_err().kind, FailureKind::Malformed);
+        // An endless line without a newline, arriving in pieces.
+        let piece = "y".repeat(700);
+        let parts = vec![piece.as_str(); 10];
+        let e = read_stream(&mut fake(&parts, None), Instant::now(), 1024, 1 << 20).unwrap_err();
+        assert!(e.message.contains("longer than 1024 bytes"), "{e:?}");
+        // More text than max_tokens can make.
+        let e = read_stream(&mut fake(&[A, B, DONE], None), Instant::now(), 1024, 3).unwrap_err();
+        assert!(e.message.contains("reply text"), "{e:?}");
+        let body = format!("{{\"choices\":[{{\"text\":\"{}\"}}]}}", "z".repeat(5000));
+        let e = read_whole(&mut fake(&[&body], None), Instant::now(), 1024, 100).unwrap_err();
+        assert_eq!(e.kind, FailureKind::Malformed);
+    }
+
+    #[test]
+    fn choice_zero_is_read_by_index_and_chat_shapes_are_flagged() {
+        let other = "data: {\"choices\":[{\"index\":1,\"text\":\" no\"},{\"index\":0,\"text\":\" yes\",\"finish_reason\":\"length\"}]}\n\n";
+        let r = read(&mut fake(&[other, DONE], None)).unwrap();
+        assert_eq!(r.text, " yes");
+        let chat = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" hi\"},\"finish_reason\":\"length\"}]}\n\n";
+        let r = read(&mut fake(&[chat, DONE], None)).unwrap();
+        assert!(r.chat_shaped && r.text.is_empty());
+    }
+
+    #[test]
+    fn impossible_usage_is_bad_usage() {
+        let u = |p, c, k| {
+            Some(Usage {
+                prompt_tokens: p,
+                completion_tokens: c,
+                cached_tokens: k,
+            })
+        };
+        assert!(check_usage(u(10, 4, Some(10)), 4).is_ok());
+        assert!(check_usage(None, 4).is_ok());
+        let e = check_usage(u(10, 4, Some(11)), 4).unwrap_err();
+        assert_eq!(e.kind, FailureKind::BadUsage);
+        let e = check_usage(u(10, u64::MAX, None), 4).unwrap_err();
+        assert!(
+            e.message.contains("18446744073709551615 completion_tokens"),
+            "{e:?}"
+        );
+        assert!(!FailureKind::BadUsage.retryable());
+    }
+
+    #[test]
+    fn shortages_of_the_client_are_not_blamed_on_the_server() {
+        let f = io_failure(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(f.kind, FailureKind::Client);
+        assert!(f.message.contains("ulimit -n"), "{}", f.message);
+        let f = map_error(&ureq::Error::Io(std::io::Error::from_raw_os_error(
+            libc::ECONNREFUSED,
+        )));
+        assert_eq!(f.kind, FailureKind::Connect);
+    }
 }

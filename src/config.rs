@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::limits;
 
 /// Where requests go.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,6 +89,10 @@ pub struct Config {
     pub max_retries: u32,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Timeout of connecting, and of each preflight request.
+    pub connect_timeout: Duration,
+    /// Longest SSE line (and non-streamed body) accepted, bytes.
+    pub max_line_bytes: usize,
     /// GPUs behind the endpoint, for the per-GPU column.
     pub num_gpus: Option<u32>,
     /// Stream responses (needed for TTFT, TTFAT, decode speed, ITL).
@@ -124,41 +129,12 @@ impl Files {
         .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
         .collect()
     }
-
-    /// Check each file can be created: its directory exists and it is not a
-    /// directory itself. Nothing is created or truncated here.
-    pub fn check(&self) -> Result<()> {
-        let all = self.all();
-        for (i, (flag, path)) in all.iter().enumerate() {
-            let shown = path.display();
-            if path.is_dir() {
-                return Err(Error::usage(format!(
-                    "{flag} {shown} is a directory; pass a file path"
-                )));
-            }
-            let parent = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            if !parent.is_dir() {
-                return Err(Error::usage(format!(
-                    "{flag} {shown}: directory {} does not exist; create it or pass another path",
-                    parent.display()
-                )));
-            }
-            if let Some((other, _)) = all[..i].iter().find(|(_, p)| p == path) {
-                return Err(Error::usage(format!(
-                    "{flag} and {other} both name {shown}; pass different files"
-                )));
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Config {
     /// A run of `workload` against `endpoint` (a URL or `sim`) with the
-    /// defaults: concurrency 1, 300 s, seed 0, 2 retries, 600 s timeout, streaming.
+    /// defaults: concurrency 1, 300 s, seed 0, 2 retries, 600 s timeout,
+    /// 10 s connect timeout, streaming.
     pub fn new(workload: &str, endpoint: &str) -> Result<Config> {
         Ok(Config {
             workload: workload.to_string(),
@@ -171,6 +147,8 @@ impl Config {
             api_key: None,
             max_retries: 2,
             timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            max_line_bytes: limits::MAX_LINE_BYTES.0,
             num_gpus: None,
             stream: true,
             progress_interval: None,
@@ -236,6 +214,18 @@ impl Config {
         self
     }
 
+    /// Timeout of connecting and of each preflight request.
+    pub fn connect_timeout(mut self, d: Duration) -> Config {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Longest SSE line (and non-streamed body) accepted, bytes.
+    pub fn max_line_bytes(mut self, n: usize) -> Config {
+        self.max_line_bytes = n;
+        self
+    }
+
     /// GPUs behind the endpoint.
     pub fn num_gpus(mut self, n: u32) -> Config {
         self.num_gpus = Some(n);
@@ -285,58 +275,114 @@ impl Config {
         }
     }
 
-    /// Check values that the builder could not check one at a time.
+    /// Check every value against its bounds ([`crate::limits`]); errors
+    /// name the flag and the allowed range.
     pub fn validate(&self) -> Result<()> {
         match self.load {
-            LoadModel::Closed { concurrency: 0 } => {
-                return Err(Error::usage("--concurrency must be at least 1"));
+            LoadModel::Closed { concurrency } => {
+                check_count("--concurrency", concurrency, 1, limits::MAX_SLOTS)?
             }
             LoadModel::Open {
                 rate, max_inflight, ..
             } => {
-                if !(rate.is_finite() && rate > 0.0) {
-                    return Err(Error::usage(
-                        "--arrival-rate must be a positive number of traces per second",
-                    ));
+                let (lo, hi) = limits::ARRIVAL_RATE;
+                if !(rate.is_finite() && (lo..=hi).contains(&rate)) {
+                    return Err(Error::usage(format!(
+                        "--arrival-rate {rate} is out of range: from {lo} to {hi} traces per second"
+                    )));
                 }
-                if max_inflight == 0 {
-                    return Err(Error::usage("--max-inflight must be at least 1"));
-                }
+                check_count("--max-inflight", max_inflight, 1, limits::MAX_SLOTS)?;
             }
-            _ => {}
         }
-        if self.duration.is_zero() {
-            return Err(Error::usage("--duration must be more than 0 seconds"));
+        check_seconds("--duration", self.duration)?;
+        check_seconds("--timeout", self.timeout)?;
+        check_seconds("--connect-timeout", self.connect_timeout)?;
+        if let Some(p) = self.progress_interval {
+            check_seconds("--progress-interval", p)?;
+            if p.as_secs_f64() < limits::MIN_PROGRESS_INTERVAL_S {
+                return Err(Error::usage(format!(
+                    "--progress-interval must be at least {} seconds",
+                    limits::MIN_PROGRESS_INTERVAL_S
+                )));
+            }
         }
-        if self.timeout.is_zero() {
-            return Err(Error::usage("--timeout must be more than 0 seconds"));
+        if self.max_retries > limits::MAX_RETRIES {
+            return Err(Error::usage(format!(
+                "--max-retries {} is too large: at most {}",
+                self.max_retries,
+                limits::MAX_RETRIES
+            )));
         }
+        let (_, lo, hi) = limits::MAX_LINE_BYTES;
+        check_count("--max-line-bytes", self.max_line_bytes, lo, hi)?;
         if self.num_gpus == Some(0) {
             return Err(Error::usage("--num-gpus must be at least 1"));
         }
-        self.files.check()
+        Ok(())
     }
 }
 
-/// `sim`, or a URL normalised to `scheme://host[:port][/path]/v1`.
+/// `n` within `lo..=hi`, or an error naming `flag`.
+fn check_count(flag: &str, n: usize, lo: usize, hi: usize) -> Result<()> {
+    if n < lo {
+        Err(Error::usage(format!("{flag} must be at least {lo}")))
+    } else if n > hi {
+        Err(Error::usage(format!(
+            "{flag} {n} is too large: at most {hi}"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// A duration within `(0, MAX_SECONDS]`, or an error naming `flag`.
+fn check_seconds(flag: &str, d: Duration) -> Result<()> {
+    if d.is_zero() {
+        return Err(Error::usage(format!("{flag} must be more than 0 seconds")));
+    }
+    if d.as_secs_f64() > limits::MAX_SECONDS {
+        return Err(Error::usage(format!(
+            "{flag} {} s is too large: at most {} seconds",
+            d.as_secs_f64(),
+            limits::MAX_SECONDS
+        )));
+    }
+    Ok(())
+}
+
+/// `sim`, or a URL normalised to `scheme://host[:port][/path]/v1`: the
+/// scheme in lowercase, a trailing `/`, `/completions` or
+/// `/chat/completions` dropped, `/v1` added when missing.
 pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
     let s = raw.trim();
     if s == "sim" {
         return Ok(Endpoint::Sim);
     }
     let fix = "pass --endpoint http://HOST:PORT[/v1] (or `sim` for the built-in engine)";
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::usage(format!(
+            "--endpoint '{}' contains spaces or control characters (another flag inside its value?); {fix}",
+            s.escape_debug()
+        )));
+    }
     let Some((scheme, rest)) = s.split_once("://") else {
         return Err(Error::usage(format!(
             "--endpoint '{raw}' is not a URL; {fix}"
         )));
     };
+    let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
         return Err(Error::usage(format!(
             "--endpoint '{raw}': scheme must be http or https; {fix}"
         )));
     }
-    let rest = rest.trim_end_matches('/');
     let host = rest.split('/').next().unwrap_or("");
+    if host.contains('@') {
+        // Never echo it: the part before '@' is a password.
+        return Err(Error::usage(
+            "--endpoint must not carry credentials (user:password@host); pass the key with --api-key or OPENAI_API_KEY",
+        ));
+    }
     // `[v6]:port`, `name:port`, or no port.
     let (hostname, port) = match host.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
@@ -348,13 +394,7 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
             None => (host, None),
         },
     };
-    if host.contains('@') {
-        // Never echo it: the part before '@' is a password.
-        return Err(Error::usage(
-            "--endpoint must not carry credentials (user:password@host); pass the key with --api-key or OPENAI_API_KEY",
-        ));
-    }
-    if hostname.is_empty() || host.contains(' ') {
+    if hostname.is_empty() {
         return Err(Error::usage(format!(
             "--endpoint '{raw}' has no valid host; {fix}"
         )));
@@ -368,6 +408,13 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
         return Err(Error::usage(format!(
             "--endpoint '{raw}' must not carry a query or fragment; {fix}"
         )));
+    }
+    let mut rest = rest.trim_end_matches('/');
+    for route in ["/chat/completions", "/completions"] {
+        if let Some(base) = rest.strip_suffix(route) {
+            rest = base.trim_end_matches('/');
+            break;
+        }
     }
     let base = if rest.ends_with("/v1") {
         rest.to_string()
@@ -393,6 +440,10 @@ mod tests {
                 "https://api.example.com/proxy/v1",
             ),
             ("http://[::1]:8000", "http://[::1]:8000/v1"),
+            ("HTTP://Host:8000", "http://Host:8000/v1"),
+            ("http://h:8000/v1/completions", "http://h:8000/v1"),
+            ("http://h:8000/v1/chat/completions/", "http://h:8000/v1"),
+            ("http://h:8000/completions", "http://h:8000/v1"),
         ] {
             assert_eq!(
                 parse_endpoint(raw).unwrap(),
@@ -410,6 +461,9 @@ mod tests {
             "http://h:x/v1",
             "http://h/v1?x=1",
             "http://user:pw@h:8000",
+            "http://h:8000 --model m",
+            "http://h:8000/v1\tx",
+            "http://h:80/a b/v1",
         ] {
             assert!(matches!(parse_endpoint(bad), Err(Error::Usage(_))), "{bad}");
         }

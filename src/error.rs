@@ -42,7 +42,8 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Run(m) => f.write_str(m),
+            // Messages can quote a server; no registered secret is shown.
+            Error::Usage(m) | Error::Run(m) => f.write_str(&crate::redact::clean(m)),
             Error::Interrupted => f.write_str("interrupted before the run started"),
         }
     }

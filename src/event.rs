@@ -44,6 +44,8 @@ pub struct RequestRecord {
     pub timings: Option<ServerTimings>,
     /// FNV-1a of the request body (only when an event log is written).
     pub body_fnv1a: Option<u64>,
+    /// Its choices were chat-shaped (`delta`), not completion-shaped.
+    pub chat_shaped: bool,
 }
 
 /// What follows a failed attempt.
@@ -109,8 +111,8 @@ impl RequestRecord {
         self.usage.and_then(|u| u.cached_tokens).unwrap_or(0)
     }
 
-    /// Decode tokens/s: (completion − 1) / (latency − TTFT), 0 when undefined.
-    pub fn decode_tps(&self) -> f64 {
+    /// Decode tokens/s: (completion − 1) / (latency − TTFT), `None` when undefined.
+    pub fn decode_tps(&self) -> Option<f64> {
         crate::metrics::decode_tps(self.completion_tokens(), self.latency, self.ttft)
     }
 }

@@ -6,6 +6,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::stop::Stop;
+
 /// The hub base URL: `HF_ENDPOINT`, else `https://huggingface.co`, without a
 /// trailing slash.
 pub fn endpoint() -> String {
@@ -25,9 +27,14 @@ pub struct Downloaded {
 }
 
 /// Download `url` to `dest` atomically (temporary sibling + rename), sending
-/// `bearer` as an `Authorization` header when given. The error message never
-/// contains the token.
-pub fn download(url: &str, dest: &Path, bearer: Option<&str>) -> Result<Downloaded, String> {
+/// `bearer` as an `Authorization` header when given; `stop` breaks it off.
+/// The error message never contains the token.
+pub fn download(
+    url: &str,
+    dest: &Path,
+    bearer: Option<&str>,
+    stop: &Stop,
+) -> Result<Downloaded, String> {
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -38,6 +45,7 @@ pub fn download(url: &str, dest: &Path, bearer: Option<&str>) -> Result<Download
         .timeout_global(Some(Duration::from_secs(1800)))
         .build();
     let agent: ureq::Agent = config.into();
+    stop.watch(&agent);
     let mut req = agent.get(url);
     if let Some(token) = bearer.filter(|t| !t.is_empty()) {
         req = req.header("Authorization", &format!("Bearer {token}"));

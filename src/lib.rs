@@ -21,7 +21,9 @@
 //!     .num_gpus(4)
 //!     .run()?;
 //! println!("{}", trie::report::tables(&summary));
-//! println!("steady-state completion tok/s: {:.1}", summary.steady_state.completion_tok_per_s);
+//! if let Some(steady) = summary.steady_state {
+//!     println!("steady-state completion tok/s: {:.1}", steady.completion_tok_per_s);
+//! }
 //! # Ok::<(), trie::Error>(())
 //! ```
 //!
@@ -92,18 +94,23 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod files;
 pub mod hub;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod preflight;
 pub mod prompt;
+pub mod redact;
 pub mod report;
 pub mod results;
 pub mod run;
 pub mod sim;
 pub mod slot;
 pub mod sse;
+pub mod stop;
 pub mod summary;
+pub mod term;
 pub mod tokenizer;
 pub mod workload;
 

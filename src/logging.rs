@@ -1,10 +1,10 @@
-//! The binary's logger: env_logger (`RUST_LOG`, default `info`) in trie's
-//! `[level    ] message` format, behind a guard. ureq's trace level dumps the
-//! bytes on the wire, the Authorization header included, and tokenizers'
-//! traces every character: their trace records are dropped whatever
-//! `RUST_LOG` asks, so no secret can reach a log.
-
-use std::io::Write;
+//! The binary's logger: env_logger's `RUST_LOG` filter (default `info`),
+//! trie's `[level    ] message` format, printed through [`crate::term`] (so
+//! records never tear the progress line) after [`crate::redact::clean`] (so
+//! no registered secret is printed, whatever a server echoed). ureq's trace
+//! level dumps the bytes on the wire, the Authorization header included, and
+//! tokenizers' traces every character: their trace records are dropped
+//! whatever `RUST_LOG` asks.
 
 /// Targets whose trace records never pass.
 const HELD_BACK: [&str; 3] = ["ureq", "ureq_proto", "tokenizers"];
@@ -27,29 +27,27 @@ impl log::Log for Guarded {
     }
 
     fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            self.0.log(r);
+        if !held_back(r.target(), r.level()) && self.0.matches(r) {
+            crate::term::line(&format_record(r.level(), &r.args().to_string()));
         }
     }
 
-    fn flush(&self) {
-        self.0.flush();
-    }
+    fn flush(&self) {}
+}
+
+/// One record as printed: `[warn     ] message`, secrets removed.
+pub fn format_record(level: log::Level, message: &str) -> String {
+    format!(
+        "[{:<9}] {}",
+        level.as_str().to_lowercase(),
+        crate::redact::clean(message)
+    )
 }
 
 /// Install the logger (once per process).
 pub fn init() {
     let logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-            .format(|f, record| {
-                writeln!(
-                    f,
-                    "[{:<9}] {}",
-                    record.level().as_str().to_lowercase(),
-                    record.args()
-                )
-            })
-            .build();
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
     let max = logger.filter();
     if log::set_boxed_logger(Box::new(Guarded(logger))).is_ok() {
         log::set_max_level(max);
@@ -69,5 +67,14 @@ mod tests {
         assert!(!held_back("ureq_proto::util", Debug));
         assert!(!held_back("ureqx", Trace));
         assert!(!held_back("trie::slot", Trace));
+    }
+
+    #[test]
+    fn records_are_formatted_without_secrets() {
+        crate::redact::register("sk-logging-test-1");
+        assert_eq!(
+            format_record(log::Level::Warn, "echo: sk-logging-test-1"),
+            "[warn     ] echo: <redacted>"
+        );
     }
 }

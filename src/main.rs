@@ -1,95 +1,110 @@
 //! The `trie` binary: logger, parse, run, exit code. Everything else lives in
 //! the library crate.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use trie::cli::{self, Command};
+use trie::stop::Stop;
+use trie::term;
 
 fn main() {
     trie::logging::init();
-    std::process::exit(match cli::parse(std::env::args_os().skip(1).collect()) {
-        Ok((cmd, progress)) => execute(cmd, progress),
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
-    });
+    // A panic is a bug in trie: reported through the printer (so it does not
+    // tear the progress line), with its secrets removed.
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("internal error (a bug in trie): {info}");
+    }));
+    let code =
+        std::panic::catch_unwind(|| match cli::parse(std::env::args_os().skip(1).collect()) {
+            Ok((cmd, progress)) => execute(cmd, progress),
+            Err(e) => fail(&e),
+        })
+        .unwrap_or(1);
+    std::process::exit(code);
 }
 
-/// A channel that receives on the first Ctrl+C / SIGTERM; a second one exits at once.
-fn interrupts() -> crossbeam_channel::Receiver<()> {
+/// Print `e` and return its exit code.
+fn fail(e: &trie::Error) -> i32 {
+    term::line(&format!("error: {e}"));
+    e.exit_code()
+}
+
+/// The process's stop token, set by the first Ctrl+C / SIGTERM; a second
+/// one exits at once.
+fn interrupts() -> Stop {
     static SEEN: AtomicUsize = AtomicUsize::new(0);
-    let (tx, rx) = crossbeam_channel::bounded(1);
+    let stop = Stop::new();
+    let on_signal = stop.clone();
     let _ = ctrlc::set_handler(move || {
         if SEEN.fetch_add(1, Ordering::SeqCst) > 0 {
             std::process::exit(130);
         }
-        let _ = tx.try_send(());
+        on_signal.trigger();
     });
-    rx
+    stop
+}
+
+/// Print `text` on stdout; exit 1 when stdout is closed or full.
+fn print(text: &str) -> i32 {
+    match term::stdout(text) {
+        Ok(()) => 0,
+        Err(e) => {
+            term::line(&format!("error: cannot write to standard output: {e}"));
+            1
+        }
+    }
 }
 
 fn print_or_fail(r: trie::Result<String>) -> i32 {
     match r {
-        Ok(text) => {
-            print!("{text}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
+        Ok(text) => print(&text),
+        Err(e) => fail(&e),
     }
 }
 
 fn execute(cmd: Command, progress: bool) -> i32 {
     match cmd {
-        Command::Print(text) => {
-            print!("{text}");
-            0
-        }
+        Command::Print(text) => print(&text),
         Command::Report(path) => print_or_fail(trie::results::report_file(&path)),
         Command::Compare(paths) => print_or_fail(trie::results::compare_files(&paths)),
         Command::Sim(config) => {
             let stop = interrupts();
             match trie::sim::Sim::start(*config) {
                 Ok(sim) => {
-                    println!("listening on {}", sim.url());
-                    let _ = std::io::stdout().flush();
-                    let _ = stop.recv();
+                    let code = print(&format!("listening on {}\n", sim.url()));
+                    if code == 0 {
+                        let _ = stop.receiver().recv();
+                    }
                     sim.stop();
-                    0
+                    code
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    e.exit_code()
-                }
+                Err(e) => fail(&e),
             }
         }
         Command::Run(config) => {
             let hooks = trie::run::Hooks {
-                interrupt: Some(interrupts()),
+                interrupt: interrupts(),
                 progress,
+                on_trace: None,
             };
             match trie::run::run(&config, &hooks) {
                 Ok(summary) => {
-                    println!("{}", trie::report::tables(&summary));
+                    let printed = print(&format!("{}\n", trie::report::tables(&summary)));
                     for e in &summary.file_errors {
-                        eprintln!("error: {e}");
+                        term::line(&format!("error: {e}"));
                     }
                     if summary.interrupted {
                         130
-                    } else if summary.completed_requests == 0 || !summary.file_errors.is_empty() {
+                    } else if summary.completed_requests == 0
+                        || !summary.file_errors.is_empty()
+                        || printed != 0
+                    {
                         1
                     } else {
                         0
                     }
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    e.exit_code()
-                }
+                Err(e) => fail(&e),
             }
         }
     }

@@ -40,14 +40,15 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Summary of `values` (NaNs ignored); all zero when there are none.
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Stats {
+    /// Summary of `values` (NaNs ignored); `None` when there are none: an
+    /// absent statistic, never zeros.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Stats> {
         let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
         if v.is_empty() {
-            return Stats::default();
+            return None;
         }
         v.sort_by(f64::total_cmp);
-        Stats {
+        Some(Stats {
             mean: v.iter().sum::<f64>() / v.len() as f64,
             min: v[0],
             p50: percentile(&v, 50.0),
@@ -55,8 +56,11 @@ impl Stats {
             p95: percentile(&v, 95.0),
             p99: percentile(&v, 99.0),
             max: v[v.len() - 1],
-        }
+        })
     }
+
+    /// The row names, in table order.
+    pub const ROWS: [&'static str; 7] = ["mean", "min", "p50", "p90", "p95", "p99", "max"];
 
     /// The rows with their names, in table order.
     pub fn rows(&self) -> [(&'static str, f64); 7] {
@@ -101,15 +105,14 @@ pub struct Rates {
 }
 
 impl Rates {
-    fn between(a: &CurvePoint, b: &CurvePoint, dt: f64) -> Rates {
-        if dt <= 0.0 {
-            return Rates::default();
-        }
+    /// The rates from point `a` to point `b` over `dt` seconds (> 0).
+    pub fn between(a: &CurvePoint, b: &CurvePoint, dt: f64) -> Rates {
+        let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / dt;
         Rates {
-            prompt_tok_per_s: (b.prompt - a.prompt) as f64 / dt,
-            cached_prompt_tok_per_s: (b.cached - a.cached) as f64 / dt,
-            uncached_prompt_tok_per_s: (b.uncached - a.uncached) as f64 / dt,
-            completion_tok_per_s: (b.completion - a.completion) as f64 / dt,
+            prompt_tok_per_s: per_s(a.prompt, b.prompt),
+            cached_prompt_tok_per_s: per_s(a.cached, b.cached),
+            uncached_prompt_tok_per_s: per_s(a.uncached, b.uncached),
+            completion_tok_per_s: per_s(a.completion, b.completion),
         }
     }
 
@@ -124,51 +127,40 @@ impl Rates {
     }
 }
 
-/// Totals over the wall time.
-pub fn overall(points: &[CurvePoint], wall_s: f64) -> Rates {
-    match points.last() {
-        Some(last) => Rates::between(&CurvePoint::default(), last, wall_s),
-        None => Rates::default(),
-    }
+/// Totals over the wall time (`None` for a wall time of 0).
+pub fn overall(totals: &CurvePoint, wall_s: f64) -> Option<Rates> {
+    (wall_s > 0.0).then(|| Rates::between(&CurvePoint::default(), totals, wall_s))
 }
 
-/// Slope from the first point at or after `from_s` to the last point.
-pub fn slope_from(points: &[CurvePoint], from_s: f64) -> Rates {
-    let Some(last) = points.last() else {
-        return Rates::default();
-    };
-    let Some(first) = points.iter().find(|p| p.t_s >= from_s) else {
-        return Rates::default();
-    };
-    Rates::between(first, last, last.t_s - first.t_s)
+/// Slope from the first point at or after `from_s` to the last point;
+/// `None` when fewer than two points, or no time, lie between.
+pub fn slope_from(points: &[CurvePoint], from_s: f64) -> Option<Rates> {
+    let last = points.last()?;
+    let first = points.iter().find(|p| p.t_s >= from_s)?;
+    let dt = last.t_s - first.t_s;
+    (dt > 0.0).then(|| Rates::between(first, last, dt))
 }
 
-/// `Last 30s Window`: slope over the last 30 s of the curve.
-pub fn last_window(points: &[CurvePoint], window_s: f64) -> Rates {
-    points
-        .last()
-        .map(|l| slope_from(points, l.t_s - window_s))
-        .unwrap_or_default()
+/// `Last 30s Window`: slope over the last `window_s` of the curve.
+pub fn last_window(points: &[CurvePoint], window_s: f64) -> Option<Rates> {
+    slope_from(points, points.last()?.t_s - window_s)
 }
 
 /// `Steady State`: slope after the first 20 % of the curve's time.
-pub fn steady_state(points: &[CurvePoint]) -> Rates {
-    points
-        .last()
-        .map(|l| slope_from(points, 0.2 * l.t_s))
-        .unwrap_or_default()
+pub fn steady_state(points: &[CurvePoint]) -> Option<Rates> {
+    slope_from(points, 0.2 * points.last()?.t_s)
 }
 
-/// Decode tokens/s of one request: (completion − 1) / (latency − TTFT) when
-/// completion > 1 and the denominator > 0, else 0.
-pub fn decode_tps(completion_tokens: u64, latency: Duration, ttft: Option<Duration>) -> f64 {
-    let Some(ttft) = ttft else { return 0.0 };
-    let decode = latency.as_secs_f64() - ttft.as_secs_f64();
-    if completion_tokens > 1 && decode > 0.0 {
-        (completion_tokens - 1) as f64 / decode
-    } else {
-        0.0
-    }
+/// Decode tokens/s of one request: (completion − 1) / (latency − TTFT);
+/// `None` (undefined) without streaming, with one token or less, or with no
+/// time between the first chunk and the end.
+pub fn decode_tps(
+    completion_tokens: u64,
+    latency: Duration,
+    ttft: Option<Duration>,
+) -> Option<f64> {
+    let decode = latency.as_secs_f64() - ttft?.as_secs_f64();
+    (completion_tokens > 1 && decode > 0.0).then(|| (completion_tokens - 1) as f64 / decode)
 }
 
 /// Observed inter-token intervals of one stream: chunk `i > 0` carrying `k`
@@ -178,11 +170,11 @@ pub fn itl(chunk_times: &[Duration], tokens_per_chunk: &[u64]) -> (Duration, u64
     let mut n = 0;
     for (i, k) in tokens_per_chunk.iter().enumerate().skip(1) {
         if i < chunk_times.len() {
-            n += (*k).max(1);
+            n += k.max(&1);
         }
     }
     let sum = match (chunk_times.first(), chunk_times.last()) {
-        (Some(a), Some(b)) if chunk_times.len() > 1 => *b - *a,
+        (Some(a), Some(b)) if chunk_times.len() > 1 => b.saturating_sub(*a),
         _ => Duration::ZERO,
     };
     (sum, n)
@@ -208,8 +200,11 @@ mod tests {
         }
         // numpy.percentile([0.5, 2.5], 90) = 2.3
         assert!((percentile(&[0.5, 2.5], 90.0) - 2.3).abs() < 1e-12);
-        let s = Stats::of([3.0, 1.0, 2.0]);
+        let s = Stats::of([3.0, 1.0, 2.0]).unwrap();
         assert_eq!((s.mean, s.min, s.p50, s.max), (2.0, 1.0, 2.0, 3.0));
+        // No values: absent, not zeros.
+        assert_eq!(Stats::of([]), None);
+        assert_eq!(Stats::of([f64::NAN]), None);
     }
 
     fn pt(t: f64, c: u64) -> CurvePoint {
@@ -231,23 +226,29 @@ mod tests {
                 .step_by(10)
                 .map(|t| pt(t as f64, (t as u64 - 10) * 100)),
         );
-        let steady = steady_state(&pts); // from the first point at or after 20 s
+        let steady = steady_state(&pts).unwrap(); // from the first point at or after 20 s
         assert!((steady.completion_tok_per_s - 100.0).abs() < 1e-9);
         assert!((steady.prompt_tok_per_s - 1000.0).abs() < 1e-9);
-        let last = last_window(&pts, 30.0); // from 70 s to 100 s
+        let last = last_window(&pts, 30.0).unwrap(); // from 70 s to 100 s
         assert!((last.completion_tok_per_s - 100.0).abs() < 1e-9);
-        let all = overall(&pts, 120.0);
+        let all = overall(pts.last().unwrap(), 120.0).unwrap();
         assert!((all.completion_tok_per_s - 9000.0 / 120.0).abs() < 1e-9);
-        assert_eq!(slope_from(&pts[..1], 0.0), Rates::default());
+        // One point, or none: no slope.
+        assert_eq!(slope_from(&pts[..1], 0.0), None);
+        assert_eq!(steady_state(&[]), None);
+        assert_eq!(
+            overall(&CurvePoint::default(), 10.0),
+            Some(Rates::default())
+        );
     }
 
     #[test]
     fn decode_and_itl() {
         let ms = Duration::from_millis;
-        assert_eq!(decode_tps(11, ms(1100), Some(ms(100))), 10.0);
-        assert_eq!(decode_tps(1, ms(1100), Some(ms(100))), 0.0);
-        assert_eq!(decode_tps(11, ms(100), Some(ms(100))), 0.0);
-        assert_eq!(decode_tps(11, ms(1100), None), 0.0);
+        assert_eq!(decode_tps(11, ms(1100), Some(ms(100))), Some(10.0));
+        assert_eq!(decode_tps(1, ms(1100), Some(ms(100))), None);
+        assert_eq!(decode_tps(11, ms(100), Some(ms(100))), None);
+        assert_eq!(decode_tps(11, ms(1100), None), None);
         // chunks at 0, 10, 40 ms carrying 1, 1, 3 tokens: 4 intervals over 40 ms
         assert_eq!(itl(&[ms(0), ms(10), ms(40)], &[1, 1, 3]), (ms(40), 4));
         assert_eq!(itl(&[ms(5)], &[1]), (Duration::ZERO, 0));

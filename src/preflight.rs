@@ -5,10 +5,11 @@
 //! unknown models and failing completions stop the run (exit 1); the rest are
 //! warnings, because a run can still measure something.
 
-use crate::client::{self, Client, FailureKind, Reply};
+use crate::client::{self, Client, Expect, Failure, FailureKind, Reply};
 use crate::error::{Error, Result};
 use crate::prompt::{Synth, segment_key};
 use crate::slot::{Body, SERVER_BOS};
+use crate::stop::Stop;
 use crate::tokenizer::Tokenizer;
 
 /// Synthetic prompt tokens of the probe (plus the server's BOS).
@@ -18,26 +19,29 @@ pub const PROBE_PROMPT_TOKENS: u64 = 16;
 /// a server that stops early shows it.
 pub const PROBE_MAX_TOKENS: u32 = 4;
 
+/// The error of a preflight step that failed: interrupted when `stop` is
+/// set, else a run error built by `describe`.
+fn failed(stop: &Stop, describe: impl FnOnce() -> String) -> Error {
+    if stop.is_set() {
+        Error::Interrupted
+    } else {
+        Error::run(describe())
+    }
+}
+
 /// Ask `GET {endpoint}/models` for the model names served. `Ok(None)` when
 /// the server has no such route (404).
-pub fn served_models(
-    agent: &ureq::Agent,
-    endpoint: &str,
-    api_key: Option<&str>,
-) -> Result<Option<Vec<String>>> {
+pub fn served_models(client: &Client, endpoint: &str, stop: &Stop) -> Result<Option<Vec<String>>> {
     let url = format!("{endpoint}/models");
-    let mut req = agent.get(&url);
-    if let Some(k) = api_key.filter(|k| !k.is_empty()) {
-        req = req.header("Authorization", &format!("Bearer {k}"));
-    }
-    let mut resp = req
-        .call()
-        .map_err(|e| Error::run(format!("cannot reach {url}: {e}; is the server up?")))?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| {
-        Error::run(format!(
-            "GET {url}: HTTP {status}: cannot read the body: {e}"
-        ))
+    let (status, text) = client.get(&url).map_err(|f| {
+        failed(stop, || {
+            let hint = match f.kind {
+                FailureKind::Http(_) => "",
+                FailureKind::Timeout => "; is the server up? (--connect-timeout)",
+                _ => "; is the server up?",
+            };
+            format!("cannot reach {url}: {}{hint}", f.message)
+        })
     })?;
     match status {
         200 => {}
@@ -57,7 +61,7 @@ pub fn served_models(
     }
     let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::run(format!(
-            "GET {url}: not an OpenAI model list ({e}): {}",
+            "GET {url}: not an OpenAI model list ({e}): {}; is --endpoint the server's API base?",
             client::one_line(&text)
         ))
     })?;
@@ -73,15 +77,22 @@ pub fn served_models(
     ))
 }
 
-/// The model to request: `wanted` if the server serves it, else the one model
-/// it serves.
+/// The model to request: `wanted` (when the server does not list it, a
+/// warning names what it lists, and the probe completion decides), else the
+/// one model it serves.
 pub fn choose_model(
-    agent: &ureq::Agent,
+    client: &Client,
     endpoint: &str,
-    api_key: Option<&str>,
     wanted: Option<&str>,
+    stop: &Stop,
 ) -> Result<String> {
-    let served = served_models(agent, endpoint, api_key)?;
+    let served = served_models(client, endpoint, stop)?;
+    let shown = |list: &[String]| {
+        list.iter()
+            .map(|m| client::one_line(m))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match (wanted, served) {
         (Some(w), None) => {
             log::warn!("{endpoint}/models is not served (404); cannot check that model {w} exists");
@@ -91,14 +102,13 @@ pub fn choose_model(
             "{endpoint}/models is not served (404), so the model cannot be discovered; pass --model"
         ))),
         (Some(w), Some(list)) => {
-            if list.is_empty() || list.iter().any(|m| m == w) {
-                Ok(w.to_string())
-            } else {
-                Err(Error::run(format!(
-                    "model {w} is not served by {endpoint} (it serves: {}); pass --model with one of them",
-                    list.join(", ")
-                )))
+            if !list.is_empty() && !list.iter().any(|m| m == w) {
+                log::warn!(
+                    "model {w} is not among the models {endpoint}/models lists ({}); some servers serve any name (llama-server lists its file), so the probe completion decides",
+                    shown(&list)
+                );
             }
+            Ok(w.to_string())
         }
         (None, Some(list)) => match list.as_slice() {
             [one] => {
@@ -116,7 +126,7 @@ pub fn choose_model(
             ))),
             many => Err(Error::usage(format!(
                 "{endpoint} serves several models ({}); pass --model",
-                many.join(", ")
+                shown(many)
             ))),
         },
     }
@@ -125,14 +135,15 @@ pub fn choose_model(
 /// The routing key of the probe request.
 pub const PROBE_ROUTING_KEY: &str = "trie-preflight";
 
-/// Send the probe completion (retried like any request); an error when it
-/// fails, warnings logged. The probe's prompt is synthetic words followed by
-/// one of the tokenizer's non-special added tokens (if it has any): the
-/// server's count says whether it reads such text as one token (Hugging Face
-/// tokenizers) or as plain text (llama.cpp, for some vocabularies). Model
-/// output can contain that text and is sent back in later prompts, so the
-/// tokenizer returned is the one that counts replies as the server will, and
-/// `true` when that is the plain-text reading.
+/// Send the probe completion (retried like any request, with backoffs that
+/// `stop` cuts short); an error when it fails, warnings logged. The probe's
+/// prompt is synthetic words followed by one of the tokenizer's non-special
+/// added tokens (if it has any): the server's count says whether it reads
+/// such text as one token (Hugging Face tokenizers) or as plain text
+/// (llama.cpp, for some vocabularies). Model output can contain that text
+/// and is sent back in later prompts, so the tokenizer returned is the one
+/// that counts replies as the server will, and `true` when that is the
+/// plain-text reading.
 pub fn probe(
     client: &Client,
     synth: &Synth,
@@ -140,6 +151,7 @@ pub fn probe(
     seed: u64,
     model_json: &str,
     max_retries: u32,
+    stop: &Stop,
 ) -> Result<(Tokenizer, bool)> {
     let mut text = synth.text(segment_key(seed, u64::MAX, 0), PROBE_PROMPT_TOKENS as usize);
     let added = tok.plain_added_token();
@@ -152,40 +164,22 @@ pub fn probe(
     }
     let expected = |t: &Tokenizer| SERVER_BOS + t.count(&text) as u64;
     body.finish(PROBE_MAX_TOKENS);
+    let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes());
     let mut attempt = 0;
     let reply = loop {
         let mut sent = std::time::Instant::now();
-        match client.complete(body.bytes(), PROBE_ROUTING_KEY, &mut sent) {
-            Err(f) if f.kind.retryable() && attempt < max_retries => {
+        match client.complete(body.bytes(), PROBE_ROUTING_KEY, expect, &mut sent) {
+            Err(f) if f.kind.retryable() && attempt < max_retries && !stop.is_set() => {
                 log::warn!("preflight: {}; retrying", f.message);
-                std::thread::sleep(client::backoff(attempt));
+                if !stop.sleep(client::backoff(attempt)) {
+                    return Err(Error::Interrupted);
+                }
                 attempt += 1;
             }
             r => break r,
         }
     }
-    .map_err(|f| {
-        let hint = match f.kind {
-            FailureKind::Connect => "is the server up?",
-            FailureKind::Timeout => "the server did not answer within --timeout",
-            FailureKind::Http(401 | 403) => "pass the right key with --api-key",
-            FailureKind::Http(404) => {
-                "does the server serve /v1/completions, and is --model right?"
-            }
-            FailureKind::Http(400 | 422) => {
-                "the server refused a plain completion request; is --model right?"
-            }
-            FailureKind::Reset | FailureKind::Truncated => {
-                "the connection broke; is the server healthy?"
-            }
-            _ => "the server's answer is not an OpenAI completion",
-        };
-        Error::run(format!(
-            "preflight completion failed ({}): {}; {hint}",
-            f.kind.name(),
-            f.message
-        ))
-    })?;
+    .map_err(|f| failed(stop, || probe_failure(&f)))?;
     let counted = reply.usage.map(|u| u.prompt_tokens);
     let (tok, as_text) = match plain {
         Some(p) if counted != Some(expected(&tok)) && counted == Some(expected(&p)) => {
@@ -203,6 +197,34 @@ pub fn probe(
     Ok((tok, as_text))
 }
 
+/// The message of a failed probe, with a hint for its kind.
+fn probe_failure(f: &Failure) -> String {
+    let hint = match f.kind {
+        FailureKind::Connect if f.message.contains("TLS") => "",
+        FailureKind::Connect => "is the server up?",
+        FailureKind::Timeout => {
+            "the server did not answer within --connect-timeout (raise it for a slow first request)"
+        }
+        FailureKind::Http(401 | 403) => "pass the right key with --api-key",
+        FailureKind::Http(404) => "does the server serve /v1/completions, and is --model right?",
+        FailureKind::Http(400 | 422) => {
+            "the server refused a plain completion request; is --model right?"
+        }
+        FailureKind::Http(s) if (300..400).contains(&s) => "",
+        FailureKind::Http(204) => "the server answered without content",
+        FailureKind::Reset => "the connection broke: is it an HTTP server, and healthy?",
+        FailureKind::Truncated => "the answer ended early; is the server healthy?",
+        FailureKind::Client => "",
+        _ => "the server's answer is not an OpenAI completion",
+    };
+    let sep = if hint.is_empty() { "" } else { "; " };
+    format!(
+        "preflight completion failed ({}): {}{sep}{hint}",
+        f.kind.name(),
+        f.message
+    )
+}
+
 /// The warning for a completion shorter than asked for with `ignore_eos`.
 pub fn short_completion(got: u64, asked: u64) -> String {
     format!(
@@ -214,6 +236,12 @@ pub fn short_completion(got: u64, asked: u64) -> String {
 /// the prompt count trie meant to send.
 pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
     let mut out = Vec::new();
+    if reply.chat_shaped {
+        out.push(
+            "the server answers /v1/completions with chat-shaped choices (delta): replies will be empty and contexts wrong; is --endpoint an OpenAI completions API?"
+                .to_string(),
+        );
+    }
     if stream && !reply.streamed {
         out.push(
             "the server answered a stream request with one JSON body: it does not stream, so TTFT, TTFAT, decode speed and ITL will be missing (or pass --no-stream)"
@@ -284,5 +312,10 @@ mod tests {
             assert!(f.contains(needle), "{needle} missing in {f}");
         }
         assert!(findings(&Reply::default(), false, 17)[0].contains("no usage"));
+        let chat = Reply {
+            chat_shaped: true,
+            ..Reply::default()
+        };
+        assert!(findings(&chat, false, 17)[0].contains("chat-shaped"));
     }
 }

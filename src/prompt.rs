@@ -64,6 +64,9 @@ pub struct Synth {
     /// Start offset of word i is `starts[i]`, end is `starts[i + 1]`.
     starts: Vec<u32>,
     ids: Vec<u32>,
+    /// Bytes of the vocabulary's longest token (bounds what a reply of n
+    /// tokens can be).
+    longest: usize,
 }
 
 /// Prefixes a synthetic segment may follow in a real context: text the model
@@ -81,11 +84,13 @@ impl Synth {
             bytes: Vec::new(),
             starts: vec![0],
             ids: Vec::new(),
+            longest: 0,
         };
         let anchor = tok.encode("a");
         for id in 0..tok.vocab_size() {
             let text = tok.decode_one(id);
             let b = text.as_bytes();
+            synth.longest = synth.longest.max(b.len());
             if b.len() < 3
                 || b.len() > 12
                 || b[0] != b' '
@@ -137,6 +142,11 @@ impl Synth {
             }
         }
         Ok(())
+    }
+
+    /// Bytes of the vocabulary's longest token.
+    pub fn longest_token_bytes(&self) -> usize {
+        self.longest
     }
 
     /// Number of words available.

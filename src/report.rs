@@ -39,47 +39,55 @@ pub fn start_pairs(s: &Summary) -> Vec<(String, String)> {
     v
 }
 
-/// Per-trace columns: (title, key prefix, stats, decimals, streaming only).
-fn per_trace_columns(s: &Summary) -> Vec<(&'static str, &'static str, &Stats, usize, bool)> {
+/// Per-trace rows: (title, key prefix, stats, decimals, streaming only).
+type TraceRow<'a> = (&'static str, &'static str, Option<&'a Stats>, usize, bool);
+
+fn per_trace_rows(s: &Summary) -> Vec<TraceRow<'_>> {
     let p = &s.per_trace;
     vec![
-        ("Latency (s)", "latency_s", &p.latency_s, 3, false),
-        ("TTFT (s)", "ttft_s", &p.ttft_s, 3, true),
-        ("TTFAT (s)", "ttfat_s", &p.ttfat_s, 3, true),
-        ("Decode TPS (tok/s)", "decode_tps", &p.decode_tps, 2, true),
+        ("Latency (s)", "latency_s", p.latency_s.as_ref(), 3, false),
+        ("TTFT (s)", "ttft_s", p.ttft_s.as_ref(), 3, true),
+        ("TTFAT (s)", "ttfat_s", p.ttfat_s.as_ref(), 3, true),
         (
-            "Decode TPOT (ms/tok)",
-            "decode_tpot_ms",
-            &p.decode_tpot_ms,
+            "Decode TPS (tok/s)",
+            "decode_tps",
+            p.decode_tps.as_ref(),
             2,
             true,
         ),
-        ("ITL (ms)", "itl_ms", &p.itl_ms, 2, true),
+        (
+            "Decode TPOT (ms/tok)",
+            "decode_tpot_ms",
+            p.decode_tpot_ms.as_ref(),
+            2,
+            true,
+        ),
+        ("ITL (ms)", "itl_ms", p.itl_ms.as_ref(), 2, true),
         (
             "Cache hit rate (%)",
             "cache_hit_rate_pct",
-            &p.cache_hit_rate_pct,
+            p.cache_hit_rate_pct.as_ref(),
             1,
             false,
         ),
         (
             "Eligible cache hit rate (%)",
             "eligible_cache_hit_rate_pct",
-            &p.eligible_cache_hit_rate_pct,
+            p.eligible_cache_hit_rate_pct.as_ref(),
             1,
             false,
         ),
         (
             "Output tokens/turn",
             "output_tokens_per_turn",
-            &p.output_tokens_per_turn,
+            p.output_tokens_per_turn.as_ref(),
             1,
             false,
         ),
         (
             "Output tokens/trace",
             "output_tokens_per_trace",
-            &p.output_tokens_per_trace,
+            p.output_tokens_per_trace.as_ref(),
             1,
             false,
         ),
@@ -104,29 +112,53 @@ const RATE_ROWS: [RateRow; 4] = [
     }),
 ];
 
-fn rate_columns(s: &Summary) -> Vec<(&'static str, &'static str, Rates)> {
+fn rate_columns(s: &Summary) -> Vec<(&'static str, &'static str, Option<Rates>)> {
     let mut cols = vec![
         ("Overall", "", s.overall),
         ("Last 30s Window", "last_30s_window_", s.last_30s_window),
         ("Steady State", "steady_state_", s.steady_state),
     ];
-    if let Some(g) = s.steady_state_per_gpu {
-        cols.push(("Steady State / GPU", "steady_state_per_gpu_", g));
+    if s.num_gpus.is_some() {
+        cols.push((
+            "Steady State / GPU",
+            "steady_state_per_gpu_",
+            s.steady_state_per_gpu,
+        ));
     }
     cols
 }
 
-fn f(x: f64, decimals: usize) -> String {
-    format!("{x:.decimals$}")
+/// What an absent figure looks like in a table.
+pub const ABSENT: &str = "–";
+
+/// `x` with `decimals` decimals, fewer when needed to fit `MAX_CELL`
+/// characters (tables stay within [`MAX_WIDTH`] columns); absent is `–`.
+fn cell(x: Option<f64>, decimals: usize) -> String {
+    let Some(x) = x else {
+        return ABSENT.to_string();
+    };
+    for d in (0..=decimals).rev() {
+        let t = format!("{x:.d$}");
+        if t.chars().count() <= MAX_CELL {
+            return t;
+        }
+    }
+    format!("{x:.2e}")
 }
+
+/// Widest number cell.
+const MAX_CELL: usize = 9;
+
+/// Widest line of the tables (columns of a terminal).
+pub const MAX_WIDTH: usize = 120;
 
 /// One named figure of a run, with the decimals it is printed with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figure {
     /// Name, as in the `benchmark complete` line and the results file.
     pub name: String,
-    /// Value.
-    pub value: f64,
+    /// Value (`None`: not measured, such as a statistic without values).
+    pub value: Option<f64>,
     /// Decimals when printed (0 for counts).
     pub decimals: usize,
 }
@@ -134,31 +166,35 @@ pub struct Figure {
 /// Every figure of the `benchmark complete` line, in its order.
 pub fn figures(s: &Summary) -> Vec<Figure> {
     let mut v = Vec::new();
-    let mut push = |name: String, value: f64, decimals: usize| {
+    let mut push = |name: String, value: Option<f64>, decimals: usize| {
         v.push(Figure {
             name,
             value,
             decimals,
         })
     };
-    let count = |n: u64| n as f64;
+    let count = |n: u64| Some(n as f64);
     push("completed_requests".into(), count(s.completed_requests), 0);
     push("failed_requests".into(), count(s.failed_requests), 0);
     push("cancelled_traces".into(), count(s.cancelled_traces), 0);
     push("http_requests".into(), count(s.http_requests), 0);
-    push("wall_time_s".into(), s.wall_time_s, 2);
-    push("trace_per_s".into(), s.trace_per_s, 4);
+    push("wall_time_s".into(), Some(s.wall_time_s), 2);
+    push("trace_per_s".into(), Some(s.trace_per_s), 4);
     for (_, prefix, rates) in rate_columns(s) {
         for (_, suffix, get) in RATE_ROWS {
-            push(format!("{prefix}{suffix}"), get(&rates), 2);
+            push(format!("{prefix}{suffix}"), rates.as_ref().map(get), 2);
         }
     }
-    for (_, key, stats, decimals, streaming_only) in per_trace_columns(s) {
+    for (_, key, stats, decimals, streaming_only) in per_trace_rows(s) {
         if streaming_only && !s.stream {
             continue;
         }
-        for (row, x) in stats.rows() {
-            push(format!("{key}_{row}"), x, decimals.max(3));
+        for (i, row) in Stats::ROWS.iter().enumerate() {
+            push(
+                format!("{key}_{row}"),
+                stats.map(|st| st.rows()[i].1),
+                decimals.max(3),
+            );
         }
     }
     push(
@@ -188,15 +224,25 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
     v
 }
 
-/// The `benchmark complete` line's `key=value` pairs.
+/// The `benchmark complete` line's `key=value` pairs (an absent figure is
+/// `None`, as the Python version prints absent values).
 pub fn complete_pairs(s: &Summary) -> Vec<(String, String)> {
     figures(s)
         .into_iter()
-        .map(|fig| (fig.name, f(fig.value, fig.decimals)))
+        .map(|fig| {
+            let d = fig.decimals;
+            let text = fig
+                .value
+                .map(|x| format!("{x:.d$}"))
+                .unwrap_or_else(|| "None".to_string());
+            (fig.name, text)
+        })
         .collect()
 }
 
-fn table(titles: Vec<String>) -> Table {
+/// A table in trie's style; the titles of the columns in `left` are
+/// left-aligned, the others right-aligned (over numbers).
+fn table(titles: Vec<String>, left: &[usize]) -> Table {
     use format::{LinePosition, LineSeparator};
     let mut t = Table::new();
     t.set_format(
@@ -215,29 +261,43 @@ fn table(titles: Vec<String>) -> Table {
             .padding(1, 1)
             .build(),
     );
-    t.set_titles(Row::new(titles.iter().map(|s| Cell::new(s)).collect()));
+    t.set_titles(Row::new(
+        titles
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if left.contains(&i) {
+                    Cell::new(s)
+                } else {
+                    right(s)
+                }
+            })
+            .collect(),
+    ));
     t
 }
 
-/// The per-trace table, the workload table and (if any) the failures table.
+fn right(text: &str) -> Cell {
+    Cell::new_align(text, format::Alignment::RIGHT)
+}
+
+/// The per-trace table, the workload table and (if any) the failures
+/// table, each at most [`MAX_WIDTH`] columns wide.
 pub fn tables(s: &Summary) -> String {
     let mut out = String::new();
-    let cols = per_trace_columns(s);
     let mut t = table(
         std::iter::once("Metric".to_string())
-            .chain(cols.iter().map(|c| c.0.to_string()))
+            .chain(Stats::ROWS.iter().map(|r| r.to_string()))
             .collect(),
+        &[0],
     );
-    for i in 0..7 {
-        let name = Stats::default().rows()[i].0;
-        let mut cells = vec![Cell::new(name)];
-        for (_, _, stats, decimals, streaming_only) in &cols {
-            let text = if *streaming_only && !s.stream {
-                "-".to_string()
-            } else {
-                f(stats.rows()[i].1, *decimals)
-            };
-            cells.push(Cell::new_align(&text, format::Alignment::RIGHT));
+    for (title, _, stats, decimals, streaming_only) in per_trace_rows(s) {
+        let mut cells = vec![Cell::new(title)];
+        for i in 0..Stats::ROWS.len() {
+            let x = stats
+                .filter(|_| s.stream || !streaming_only)
+                .map(|st| st.rows()[i].1);
+            cells.push(right(&cell(x, decimals)));
         }
         t.add_row(Row::new(cells));
     }
@@ -254,34 +314,44 @@ pub fn tables(s: &Summary) -> String {
         std::iter::once("Metric".to_string())
             .chain(rcols.iter().map(|c| c.0.to_string()))
             .collect(),
+        &[0],
     );
     for (title, _, get) in RATE_ROWS {
         let mut cells = vec![Cell::new(title)];
         for (_, _, rates) in &rcols {
-            cells.push(Cell::new_align(&f(get(rates), 2), format::Alignment::RIGHT));
+            cells.push(right(&cell(rates.as_ref().map(get), 2)));
         }
         t.add_row(Row::new(cells));
     }
     out.push_str(&t.to_string());
 
     if !s.failures.is_empty() {
-        let mut t = table(vec![
-            "Kind".into(),
-            "Failed traces".into(),
-            "Retried attempts".into(),
-            "Example".into(),
-        ]);
+        let titles = ["Kind", "Failed traces", "Retried attempts", "Example"];
+        let kind_w = s
+            .failures
+            .keys()
+            .map(|k| k.chars().count())
+            .chain([titles[0].len()])
+            .max()
+            .unwrap_or(4);
+        // Borders and padding: 5 separators and 2 spaces per column.
+        let example_w = MAX_WIDTH
+            .saturating_sub(5 + 8 + kind_w + titles[1].len() + titles[2].len())
+            .max(titles[3].len());
+        let mut t = table(titles.iter().map(|t| t.to_string()).collect(), &[0, 3]);
         for (kind, c) in &s.failures {
+            let example = c.examples.first().map(String::as_str).unwrap_or("");
+            let example = if example.chars().count() > example_w {
+                let cut: String = example.chars().take(example_w - 1).collect();
+                format!("{cut}…")
+            } else {
+                example.to_string()
+            };
             t.add_row(Row::new(vec![
                 Cell::new(kind),
-                Cell::new_align(&c.traces.to_string(), format::Alignment::RIGHT),
-                Cell::new_align(&c.retried_attempts.to_string(), format::Alignment::RIGHT),
-                Cell::new(
-                    &c.examples
-                        .first()
-                        .map(|e| e.chars().take(80).collect::<String>())
-                        .unwrap_or_default(),
-                ),
+                right(&c.traces.to_string()),
+                right(&c.retried_attempts.to_string()),
+                Cell::new(&example),
             ]));
         }
         out.push_str("\nFailures\n");
@@ -315,13 +385,14 @@ pub const HEADLINE: &[&str] = &[
     "prompt_token_mismatches",
 ];
 
-/// `value (+x.y%)` relative to `base`; `n/a` when either is missing.
+/// `value (+x.y%)` relative to `base`; absent values are `–` and have no
+/// change.
 fn relative(value: Option<f64>, base: Option<f64>) -> String {
     match (value, base) {
         (Some(v), Some(b)) if b != 0.0 => format!("{} ({:+.1}%)", short(v), 100.0 * (v - b) / b),
         (Some(v), Some(_)) => format!("{} (n/a)", short(v)),
         (Some(v), None) => short(v),
-        (None, _) => "-".to_string(),
+        (None, _) => ABSENT.to_string(),
     }
 }
 
@@ -335,28 +406,34 @@ fn short(x: f64) -> String {
     }
 }
 
+/// A run's figures by name, as `trie compare` reads them.
+pub type FigureMap = std::collections::BTreeMap<String, Option<f64>>;
+
 /// `trie compare`: the headline figures of each run side by side, each
-/// after the first with its change relative to the first.
-pub fn compare(runs: &[(String, &std::collections::BTreeMap<String, f64>)]) -> String {
+/// after the first with its change relative to the first; a figure absent
+/// from every run is left out.
+pub fn compare(runs: &[(String, &FigureMap)]) -> String {
     let mut t = table(
         std::iter::once("Metric".to_string())
             .chain(runs.iter().map(|(name, _)| name.clone()))
             .collect(),
+        &[0],
     );
     for name in HEADLINE {
-        let base = runs.first().and_then(|(_, f)| f.get(*name).copied());
-        if runs.iter().all(|(_, f)| !f.contains_key(*name)) {
+        let value = |f: &FigureMap| f.get(*name).copied().flatten();
+        if runs.iter().all(|(_, f)| value(f).is_none()) {
             continue;
         }
+        let base = runs.first().and_then(|(_, f)| value(f));
         let mut cells = vec![Cell::new(name)];
         for (i, (_, f)) in runs.iter().enumerate() {
-            let v = f.get(*name).copied();
+            let v = value(f);
             let text = if i == 0 {
-                v.map(short).unwrap_or_else(|| "-".into())
+                v.map(short).unwrap_or_else(|| ABSENT.into())
             } else {
                 relative(v, base)
             };
-            cells.push(Cell::new_align(&text, format::Alignment::RIGHT));
+            cells.push(right(&text));
         }
         t.add_row(Row::new(cells));
     }

@@ -8,8 +8,6 @@
 //! real documents against it and that README documents every field.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -21,8 +19,9 @@ use crate::event::{Event, Next, trace_id};
 use crate::report;
 use crate::summary::Summary;
 
-/// Version of the results document layout; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the results document layout; bumped on incompatible changes
+/// (2: absent figures are `null`). Older documents are still read.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What happens at the deadline, in words (SPEC §4).
 pub const DEADLINE_POLICY: &str = "traces start until duration_s; at the deadline (or on Ctrl+C / SIGTERM) requests in flight are cut off at once; their traces count as cancelled, neither completed nor failed; their finished requests still count in the token curve";
@@ -42,8 +41,9 @@ pub struct Results {
     pub config: RunConfig,
     /// The deadline policy and what it did.
     pub deadline: Deadline,
-    /// Every figure of the `benchmark complete` line, by the same names.
-    pub figures: BTreeMap<String, f64>,
+    /// Every figure of the `benchmark complete` line, by the same names
+    /// (`null`: not measured).
+    pub figures: BTreeMap<String, Option<f64>>,
     /// Everything measured: per-trace stats, rates, failures, per-trace
     /// records, the token curve.
     pub summary: Summary,
@@ -91,6 +91,13 @@ pub struct RunConfig {
     pub max_retries: u32,
     /// Per-request timeout, seconds.
     pub timeout_s: f64,
+    /// Connect (and preflight request) timeout, seconds (absent from
+    /// version 1 documents).
+    #[serde(default)]
+    pub connect_timeout_s: f64,
+    /// Longest SSE line accepted, bytes (absent from version 1 documents).
+    #[serde(default)]
+    pub max_line_bytes: usize,
     /// GPUs behind the endpoint.
     pub num_gpus: Option<u32>,
     /// Whether requests asked to stream.
@@ -166,7 +173,7 @@ impl RunConfig {
             added_tokens_as_text,
             endpoint: endpoint.to_string(),
             endpoint_is_sim: cfg.endpoint == Endpoint::Sim,
-            model: model.to_string(),
+            model: crate::redact::clean(model).into_owned(),
             load: load.to_string(),
             concurrency,
             arrival_rate,
@@ -176,6 +183,8 @@ impl RunConfig {
             seed: cfg.seed,
             max_retries: cfg.max_retries,
             timeout_s: cfg.timeout.as_secs_f64(),
+            connect_timeout_s: cfg.connect_timeout.as_secs_f64(),
+            max_line_bytes: cfg.max_line_bytes,
             num_gpus: cfg.num_gpus,
             stream: cfg.stream,
             api_key_set: cfg.api_key.is_some(),
@@ -266,7 +275,7 @@ pub fn compare_files(paths: &[std::path::PathBuf]) -> Result<String> {
     let docs = paths
         .iter()
         .map(|p| Ok((p.display().to_string(), Results::read(p)?.figures)))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<(String, report::FigureMap)>>>()?;
     let runs: Vec<_> = docs.iter().map(|(n, f)| (n.clone(), f)).collect();
     Ok(report::compare(&runs))
 }
@@ -274,10 +283,12 @@ pub fn compare_files(paths: &[std::path::PathBuf]) -> Result<String> {
 /// The CSV header; one column per field of a [`csv`] row.
 pub const CSV_HEADER: &str = "trace_id,template,slot,start_s,latency_s,ttft_s,ttfat_s,decode_tps,decode_tpot_ms,itl_ms,cache_hit_rate_pct,eligible_cache_hit_rate_pct,requests,output_tokens_per_trace,output_tokens_per_turn,retries";
 
-/// One CSV row per completed trace (empty cells for figures that need
-/// streaming when the run did not stream; per-turn tokens joined by `;`).
+/// One CSV row per completed trace (an absent figure, such as one that
+/// needs streaming in a run that did not stream, is an empty cell; per-turn
+/// tokens joined by `;`).
 pub fn csv(s: &Summary) -> String {
     let opt = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
+    let pct = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_default();
     let mut out = String::from(CSV_HEADER);
     out.push('\n');
     for t in &s.traces {
@@ -287,7 +298,7 @@ pub fn csv(s: &Summary) -> String {
             .map(u64::to_string)
             .collect();
         out.push_str(&format!(
-            "{},{},{},{:.6},{:.6},{},{},{},{},{},{:.3},{:.3},{},{},{},{}\n",
+            "{},{},{},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{}\n",
             t.trace_id,
             t.template,
             t.slot,
@@ -298,8 +309,8 @@ pub fn csv(s: &Summary) -> String {
             opt(t.decode_tps),
             opt(t.decode_tpot_ms),
             opt(t.itl_ms),
-            t.cache_hit_rate_pct,
-            t.eligible_cache_hit_rate_pct,
+            pct(t.cache_hit_rate_pct),
+            pct(t.eligible_cache_hit_rate_pct),
             t.output_tokens_per_turn.len(),
             t.output_tokens_per_trace,
             turns.join(";"),
@@ -402,93 +413,6 @@ pub fn event_json(ev: &Event) -> Option<String> {
     serde_json::to_string(&line).ok()
 }
 
-/// The event log: one line per request event, flushed as written. A write
-/// error is reported once and ends the log (the run goes on).
-pub struct EventLog {
-    out: Option<BufWriter<File>>,
-    path: String,
-}
-
-impl EventLog {
-    /// Create (truncate) the log at `path`.
-    pub fn create(path: &Path) -> Result<EventLog> {
-        let file = File::create(path).map_err(|e| {
-            Error::usage(format!(
-                "--events {}: cannot create it ({e}); pass a writable path",
-                path.display()
-            ))
-        })?;
-        Ok(EventLog {
-            out: Some(BufWriter::new(file)),
-            path: path.display().to_string(),
-        })
-    }
-
-    /// Log `ev` if it is a request event.
-    pub fn write(&mut self, ev: &Event) {
-        let (Some(out), Some(line)) = (self.out.as_mut(), event_json(ev)) else {
-            return;
-        };
-        let r = out
-            .write_all(line.as_bytes())
-            .and_then(|_| out.write_all(b"\n"))
-            .and_then(|_| out.flush());
-        if let Err(e) = r {
-            log::error!(
-                "--events {}: write failed ({e}); the event log stops here",
-                self.path
-            );
-            self.out = None;
-        }
-    }
-}
-
-/// Write `bytes` to `path` atomically: a temporary file in the same
-/// directory, synced, then renamed over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let r = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
-
-/// Write every file of a finished run that `cfg` asks for (the event log is
-/// already written). Returns the errors, each naming its file.
-pub fn write_files(cfg: &Config, results: &Results) -> Vec<String> {
-    let f = &cfg.files;
-    let jobs = [
-        (
-            "--output",
-            &f.output,
-            Results::to_json as fn(&Results) -> String,
-        ),
-        ("--csv", &f.csv, |r| csv(&r.summary)),
-        ("--output-metrics", &f.output_metrics, |r| {
-            output_metrics(&r.summary)
-        }),
-    ];
-    let mut errors = Vec::new();
-    for (flag, path, render) in jobs {
-        let Some(path) = path else { continue };
-        match write_atomic(path, render(results).as_bytes()) {
-            Ok(()) => log::info!("wrote {flag} {}", path.display()),
-            Err(e) => errors.push(format!("{flag} {}: cannot write it: {e}", path.display())),
-        }
-    }
-    errors
-}
-
 /// `t` as RFC 3339 UTC, to the second.
 pub fn rfc3339(t: SystemTime) -> String {
     let secs = t
@@ -562,7 +486,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(
             lines[1],
-            "trace-4,2,1,0.500000,2.250000,0.100000,,,,,0.000,0.000,2,8,3;5,0"
+            "trace-4,2,1,0.500000,2.250000,0.100000,,,,,,,2,8,3;5,0"
         );
         assert_eq!(
             lines[0].split(',').count(),

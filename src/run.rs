@@ -1,68 +1,109 @@
 //! One benchmark run, start to summary: everything that can fail on bad input
-//! is checked before the clock starts; then a feeder hands trace jobs to slots
-//! over a crossbeam channel, the aggregator thread folds their events, and the
-//! deadline (or an interrupt) stops the feeder and cancels requests in flight.
+//! is checked before anything is sent (flags, workload, tokenizer, output
+//! paths, the open-file limit); then the preflight; then a feeder hands trace
+//! jobs to slots over a crossbeam channel, the aggregator thread folds their
+//! events, and the deadline (or an interrupt) stops the feeder and cancels
+//! requests in flight. Every file is written on every way out of a started
+//! run.
 
-use std::io::IsTerminal;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::aggregator::Aggregator;
-use crate::client::{self, Client};
+use crate::client::Http;
 use crate::config::{Arrival, Config, Endpoint, LoadModel};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::files::{EventLog, Input, Outputs};
+use crate::limits;
 use crate::preflight;
 use crate::prompt::{Rng, Synth, mix};
 use crate::report;
-use crate::results::{self, EventLog, Results, RunConfig};
+use crate::results::{Results, RunConfig};
 use crate::sim::{BUNDLED_TOKENIZER, SIM_MODEL, Sim, SimConfig};
-use crate::slot::{Job, SlotContext, run_slot};
+use crate::slot::{Job, SlotContext, TraceHook, panic_message, run_slot};
+use crate::stop::Stop;
 use crate::summary::Summary;
+use crate::term;
 use crate::tokenizer::{self, Tokenizer};
 use crate::workload::{self, Workload};
 
 /// Ways in from outside the run.
 #[derive(Default)]
 pub struct Hooks {
-    /// A message (or disconnect) here stops the run as the deadline would (Ctrl+C).
-    pub interrupt: Option<Receiver<()>>,
+    /// Set by Ctrl+C / SIGTERM: stops the run in whatever phase it is
+    /// (before the clock: [`Error::Interrupted`]; after: as the deadline
+    /// would, keeping what finished).
+    pub interrupt: Stop,
     /// Print the live progress line on stderr.
     pub progress: bool,
+    /// Called at the start of every trace, inside the slot's panic guard
+    /// (a test seam).
+    pub on_trace: Option<Arc<TraceHook>>,
+}
+
+/// `Err(Interrupted)` once `stop` is set.
+fn check(stop: &Stop) -> Result<()> {
+    if stop.is_set() {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
 }
 
 /// Run the benchmark described by `cfg`.
 pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     cfg.validate()?;
-    let path = workload::resolve(&cfg.workload)?;
-    let workload = Arc::new(workload::load(&path)?);
+    let stop = &hooks.interrupt;
+    if let Some(key) = &cfg.api_key {
+        crate::redact::register(key.expose());
+    }
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        crate::redact::register(&token);
+    }
 
-    // Load the tokenizer now when its name is known, so a bad one stops the
-    // run before anything is sent.
-    let load_tokenizer = |model: &str| -> Result<Tokenizer> {
+    // Inputs, then outputs checked against them, before anything is sent.
+    let path = workload::resolve(&cfg.workload, stop)?;
+    let workload = Arc::new(workload::load(&path)?);
+    let mut inputs = vec![Input::new("the workload", &path)];
+    let load_tokenizer = |model: &str| -> Result<(Tokenizer, Option<Input>)> {
         match &cfg.tokenizer {
-            None if cfg.endpoint == Endpoint::Sim || model == SIM_MODEL => {
-                Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")
+            None if cfg.endpoint == Endpoint::Sim || model == SIM_MODEL => Ok((
+                Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")?,
+                None,
+            )),
+            spec => {
+                let p = tokenizer::resolve(spec.as_deref().unwrap_or(model), stop)?;
+                Ok((
+                    Tokenizer::from_file(&p)?,
+                    Some(Input::new("the tokenizer", &p)),
+                ))
             }
-            spec => Tokenizer::from_file(&tokenizer::resolve(spec.as_deref().unwrap_or(model))?),
         }
     };
     let early_tok = match (&cfg.tokenizer, &cfg.model, &cfg.endpoint) {
         (None, None, Endpoint::Url(_)) => None,
-        (_, model, _) => Some(load_tokenizer(model.as_deref().unwrap_or(""))?),
+        (_, model, _) => {
+            let (tok, input) = load_tokenizer(model.as_deref().unwrap_or(""))?;
+            inputs.extend(input);
+            Some(tok)
+        }
     };
-
-    // Created (truncated) only now that the input is known good, and before
-    // anything is sent: a path it cannot create is an input error.
-    let event_log = cfg
-        .files
-        .events
-        .as_deref()
-        .map(EventLog::create)
-        .transpose()?;
+    let mut outputs = Outputs::prepare(&cfg.files, &inputs, stop)?;
+    let event_log = outputs.event_log()?;
+    let load_flag = match cfg.load {
+        LoadModel::Closed { concurrency } => format!("--concurrency {concurrency}"),
+        LoadModel::Open { max_inflight, .. } => format!("--max-inflight {max_inflight}"),
+    };
+    limits::ensure_open_files(
+        limits::files_needed(cfg.max_slots(), cfg.endpoint == Endpoint::Sim),
+        &load_flag,
+    )
+    .map_err(Error::Usage)?;
+    check(stop)?;
 
     // The endpoint: a URL, or the simulated engine in-process.
     let sim = match cfg.endpoint {
@@ -81,26 +122,39 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         (Endpoint::Sim, Some(s)) => s.url(),
         (Endpoint::Sim, None) => unreachable!("sim started above"),
     };
-    let agent = client::agent(cfg.max_slots() + 4, cfg.timeout);
-    let api_key = cfg.api_key.as_ref().map(|k| k.expose());
-    let model = preflight::choose_model(&agent, &endpoint, api_key, cfg.model.as_deref())?;
+    let http = Http::new(
+        &endpoint,
+        cfg.api_key.as_ref().map(|k| k.expose()),
+        cfg.stream,
+        cfg.timeout,
+        cfg.connect_timeout,
+        cfg.max_line_bytes,
+    );
+    let preflight_client = http.preflight_client(stop);
+    let model = preflight::choose_model(&preflight_client, &endpoint, cfg.model.as_deref(), stop)?;
     let tok = match early_tok {
         Some(t) => t,
-        None => load_tokenizer(&model)?,
+        None => {
+            let (tok, input) = load_tokenizer(&model)?;
+            outputs.check_inputs(&input.into_iter().collect::<Vec<_>>())?;
+            tok
+        }
     };
     let synth = Synth::new(&tok)?;
+    check(stop)?;
     let model_json = serde_json::Value::from(model.as_str()).to_string();
-    let client = Client::new(agent, &endpoint, api_key, cfg.stream);
     // The tokenizer that counts replies as the server will (see the probe).
-    let (tok, added_tokens_as_text) =
-        preflight::probe(&client, &synth, tok, cfg.seed, &model_json, cfg.max_retries)?;
-    if hooks
-        .interrupt
-        .as_ref()
-        .is_some_and(|i| i.try_recv().is_ok())
-    {
-        return Err(Error::Interrupted);
-    }
+    let (tok, added_tokens_as_text) = preflight::probe(
+        &preflight_client,
+        &synth,
+        tok,
+        cfg.seed,
+        &model_json,
+        cfg.max_retries,
+        stop,
+    )?;
+    drop(preflight_client);
+    check(stop)?;
     let run_config = RunConfig::new(
         cfg,
         &endpoint,
@@ -112,7 +166,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     );
 
     let mut summary = Summary {
-        model: model.clone(),
+        model: crate::redact::clean(&model).into_owned(),
         endpoint: endpoint.clone(),
         workload: workload.path.display().to_string(),
         workload_templates: workload.traces.len(),
@@ -131,6 +185,9 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         report::event_line("starting benchmark", &report::start_pairs(&summary))
     );
 
+    // The run's own stop: set at the deadline, or by the interrupt.
+    let run_stop = Stop::new();
+    stop.forward_to(&run_stop);
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let started = SystemTime::now();
     let epoch = Instant::now();
@@ -146,105 +203,131 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
                     workload, events_rx, event_log, epoch, duration, progress, interval,
                 )
             })
-            .map_err(|e| Error::run(format!("cannot spawn the aggregator: {e}")))?
+            .map_err(|e| Error::run(format!("cannot start the aggregator thread: {e}")))?
     };
 
-    let stop = AtomicBool::new(false);
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(0);
     let ctx = SlotContext {
-        client: &client,
+        http: &http,
         workload: &workload,
         synth: &synth,
         tokenizer: &tok,
         model_json,
         seed: cfg.seed,
         max_retries: cfg.max_retries,
-        stop: &stop,
-        stop_rx: stop_rx.clone(),
+        stop: &run_stop,
         epoch,
         events: events_tx,
         hash_bodies: cfg.files.events.is_some(),
+        on_trace: hooks.on_trace.as_deref(),
     };
-    let (interrupted, stopped_at) = std::thread::scope(|s| {
+    let executed = std::thread::scope(|s| -> Result<Duration> {
         let ctx = &ctx;
+        let spawn_slot = move |slot: usize, jobs: Receiver<Job>| {
+            std::thread::Builder::new()
+                .name(format!("slot-{slot}"))
+                .spawn_scoped(s, move || run_slot(slot, ctx, &jobs))
+        };
         match cfg.load {
             LoadModel::Closed { concurrency } => {
                 for slot in 0..concurrency {
-                    let jobs = jobs_rx.clone();
-                    s.spawn(move || run_slot(slot, ctx, &jobs));
+                    if let Err(e) = spawn_slot(slot, jobs_rx.clone()) {
+                        run_stop.trigger();
+                        return Err(Error::run(format!(
+                            "cannot start slot thread {} of {concurrency}: {e}; lower --concurrency or raise the thread limit (ulimit -u)",
+                            slot + 1
+                        )));
+                    }
                 }
-                let stop_rx = stop_rx.clone();
+                let stop_rx = run_stop.receiver().clone();
                 let n = workload.traces.len();
-                s.spawn(move || feed_closed(n, jobs_tx, stop_rx));
+                s.spawn(move || guarded("feeder", || feed_closed(n, jobs_tx, stop_rx)));
             }
             LoadModel::Open {
                 rate,
                 arrival,
                 max_inflight,
             } => {
-                let stop_rx = stop_rx.clone();
+                let stop_rx = run_stop.receiver().clone();
                 let n = workload.traces.len();
                 let seed = cfg.seed;
                 let jobs_rx = jobs_rx.clone();
                 s.spawn(move || {
                     let mut workers = 0usize;
-                    let mut spawn_worker = || {
-                        let jobs = jobs_rx.clone();
-                        let slot = workers;
-                        workers += 1;
-                        s.spawn(move || run_slot(slot, ctx, &jobs));
-                        workers < max_inflight
+                    let mut spawn_worker = || match spawn_slot(workers, jobs_rx.clone()) {
+                        Ok(_) => {
+                            workers += 1;
+                            workers < max_inflight
+                        }
+                        Err(e) => {
+                            log::warn!(
+                                "cannot start more than {workers} workers ({e}): later arrivals wait for a free one"
+                            );
+                            false
+                        }
                     };
-                    feed_open(
-                        n,
-                        rate,
-                        arrival,
-                        seed,
-                        epoch,
-                        jobs_tx,
-                        stop_rx,
-                        &ctx.events,
-                        &mut spawn_worker,
-                    )
+                    guarded("feeder", || {
+                        feed_open(
+                            n,
+                            rate,
+                            arrival,
+                            seed,
+                            epoch,
+                            jobs_tx,
+                            stop_rx,
+                            &ctx.events,
+                            &mut spawn_worker,
+                        )
+                    })
                 });
             }
         }
         // Wait for the deadline or an interrupt, then stop everything at once.
         let deadline = crossbeam_channel::at(epoch + cfg.duration);
-        let never = crossbeam_channel::never();
-        let interrupt = hooks.interrupt.as_ref().unwrap_or(&never);
-        let interrupted = select! {
-            recv(deadline) -> _ => false,
-            recv(interrupt) -> _ => true,
-        };
-        stop.store(true, Ordering::SeqCst);
-        drop(stop_tx);
-        client.shutdown();
-        (interrupted, epoch.elapsed())
+        select! {
+            recv(deadline) -> _ => {},
+            recv(run_stop.receiver()) -> _ => {},
+        }
+        run_stop.trigger();
+        Ok(epoch.elapsed())
     });
-    let wall = epoch.elapsed();
     drop(ctx);
-    let agg = aggregator
+    let (agg, event_log_error) = aggregator
         .join()
         .map_err(|_| Error::run("the aggregator thread panicked"))?;
     if let Some(sim) = sim {
         sim.stop();
     }
+    // The measured window ends at the stop: work the slots finish after it
+    // (counting a long reply) does not stretch it.
+    let stopped_at = executed?;
+    let interrupted = stop.is_set();
     summary.interrupted = interrupted;
     if interrupted {
         log::warn!("benchmark interrupted");
     }
-    let summary = agg.finish(summary, wall);
+    let summary = agg.finish(summary, stopped_at);
     log::info!(
         "{}",
         report::event_line("benchmark complete", &report::complete_pairs(&summary))
     );
     let results = Results::new(started, run_config, stopped_at.as_secs_f64(), summary);
-    let errors = results::write_files(cfg, &results);
+    let mut errors: Vec<String> = event_log_error.into_iter().collect();
+    errors.extend(outputs.write(&results));
     let mut summary = results.summary;
     summary.file_errors = errors;
     Ok(summary)
+}
+
+/// Run `f` (a feeder); a panic in it is logged, and the run goes on
+/// without new traces until the deadline.
+fn guarded(what: &str, f: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
+        log::error!(
+            "internal error (a bug in trie) in the {what}: {}; no new traces start",
+            panic_message(&panic)
+        );
+    }
 }
 
 /// Closed loop: hand templates out in order, cycling, whenever a slot is free.
@@ -310,12 +393,16 @@ fn feed_open(
             Arrival::Constant => 1.0 / rate,
             Arrival::Poisson => -(1.0 - rng.unit()).ln() / rate,
         };
-        due += Duration::from_secs_f64(gap);
+        // Past the longest duration trie allows, no arrival is due any more.
+        match due.checked_add(limits::seconds(gap)) {
+            Some(next) => due = next,
+            None => return,
+        }
     }
 }
 
 /// The aggregator thread: fold events until every sender is gone, printing
-/// progress along the way.
+/// progress along the way. Also returns the event log's write error.
 fn aggregate(
     workload: Arc<Workload>,
     events: Receiver<Event>,
@@ -324,10 +411,9 @@ fn aggregate(
     duration: Duration,
     progress: bool,
     interval: Option<Duration>,
-) -> Aggregator {
+) -> (Aggregator, Option<String>) {
     let mut agg = Aggregator::new(workload);
-    let tty = std::io::stderr().is_terminal();
-    let tick = if tty {
+    let tick = if term::stderr_is_tty() {
         Duration::from_secs(1)
     } else {
         interval.unwrap_or(Duration::from_secs(30))
@@ -340,7 +426,14 @@ fn aggregate(
                 if let Some(log) = event_log.as_mut() {
                     log.write(&ev);
                 }
-                agg.handle(ev)
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| agg.handle(ev))) {
+                    let message = format!(
+                        "internal error (a bug in trie) in the aggregator: {}",
+                        panic_message(&panic)
+                    );
+                    log::error!("{message}");
+                    agg.internal_error(message);
+                }
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -348,9 +441,6 @@ fn aggregate(
         let now = Instant::now();
         if let Some(at) = next_info.filter(|at| now >= *at) {
             let remaining = duration.saturating_sub(now - epoch).as_secs_f64();
-            if tty && progress {
-                eprint!("\r\x1b[2K");
-            }
             log::info!(
                 "{}",
                 report::event_line(
@@ -362,18 +452,12 @@ fn aggregate(
         }
         if now >= next_tick {
             if progress {
-                let line = agg.progress(now - epoch, duration);
-                if tty {
-                    eprint!("\r\x1b[2K{line}")
-                } else {
-                    eprintln!("progress {line}")
-                }
+                term::progress(&agg.progress(now - epoch, duration));
             }
             next_tick = now + tick;
         }
     }
-    if progress && tty {
-        eprintln!();
-    }
-    agg
+    term::end_progress();
+    let error = event_log.and_then(|l| l.error().map(str::to_string));
+    (agg, error)
 }

@@ -4,15 +4,16 @@
 //! appending the reply to the request body and counting its tokens, done while
 //! the tool call "runs".
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 
-use crate::client::{Client, Failure, FailureKind, Reply};
+use crate::client::{Client, Expect, Failure, FailureKind, Http, Reply};
 use crate::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
 use crate::metrics;
 use crate::prompt::{Synth, segment_key};
+use crate::stop::Stop;
 use crate::tokenizer::Tokenizer;
 use crate::workload::{Trace, Workload};
 
@@ -30,10 +31,14 @@ pub struct Job {
     pub due: Option<Instant>,
 }
 
+/// A test seam: called at the start of every trace, inside the slot's panic
+/// guard (tests make it panic to prove a panicking slot loses nothing).
+pub type TraceHook = dyn Fn(u64) + Send + Sync;
+
 /// What every slot shares (read-only) for a run.
 pub struct SlotContext<'a> {
-    /// The HTTP client.
-    pub client: &'a Client,
+    /// What the slots' HTTP clients share.
+    pub http: &'a Http,
     /// The workload.
     pub workload: &'a Workload,
     /// The word generator.
@@ -46,43 +51,83 @@ pub struct SlotContext<'a> {
     pub seed: u64,
     /// Retries per request.
     pub max_retries: u32,
-    /// Set when the run stops (deadline or interrupt).
-    pub stop: &'a AtomicBool,
-    /// Disconnected when the run stops: wakes every sleeping slot.
-    pub stop_rx: Receiver<()>,
+    /// Set when the run stops (deadline or interrupt): wakes every sleeping
+    /// slot and breaks off every request.
+    pub stop: &'a Stop,
     /// When the run started.
     pub epoch: Instant,
     /// Where events go.
     pub events: Sender<Event>,
     /// Hash every request body into its event (for the event log).
     pub hash_bodies: bool,
+    /// Called at the start of every trace (tests).
+    pub on_trace: Option<&'a TraceHook>,
 }
 
 impl SlotContext<'_> {
-    /// Sleep `d`; false when the run stopped meanwhile.
-    fn sleep(&self, d: Duration) -> bool {
-        if d.is_zero() {
-            return !self.stop.load(Ordering::SeqCst);
-        }
-        matches!(self.stop_rx.recv_timeout(d), Err(RecvTimeoutError::Timeout))
-    }
-
     fn since_epoch(&self, t: Instant) -> Duration {
         t.saturating_duration_since(self.epoch)
     }
+
+    fn trace_ended(&self, seq: u64, end: TraceEnd) {
+        let _ = self.events.send(Event::TraceEnded {
+            seq,
+            at: self.since_epoch(Instant::now()),
+            end,
+        });
+    }
 }
 
-/// Run jobs until the channel closes or the run stops.
+/// Run jobs until the channel closes or the run stops. A panic inside a
+/// trace (a bug) fails that trace as `internal`; the slot goes on.
 pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
+    let client = ctx.http.client(ctx.stop);
     // Whether this slot's last request ended well, leaving a kept-alive
-    // connection in the pool.
+    // connection in its pool.
     let mut warm = false;
     for job in jobs.iter() {
-        if ctx.stop.load(Ordering::SeqCst) {
+        if ctx.stop.is_set() {
             break;
         }
-        run_trace(slot, ctx, job, &mut warm);
+        let mut began = false;
+        let traced = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(hook) = ctx.on_trace {
+                hook(job.seq);
+            }
+            run_trace(slot, ctx, &client, job, &mut warm, &mut began)
+        }));
+        if let Err(panic) = traced {
+            let message = format!("internal error (a bug in trie): {}", panic_message(&panic));
+            log::error!("{} slot {slot}: {message}", trace_id(job.seq));
+            if !began {
+                // Started now, so that its failure is counted.
+                let _ = ctx.events.send(Event::TraceStarted {
+                    seq: job.seq,
+                    template: job.template,
+                    slot,
+                    at: ctx.since_epoch(Instant::now()),
+                    late: None,
+                });
+            }
+            ctx.trace_ended(
+                job.seq,
+                TraceEnd::Failed {
+                    kind: FailureKind::Internal,
+                    message,
+                },
+            );
+            warm = false;
+        }
     }
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 /// The request body of one trace, grown in place: `{..."prompt":"<context>`
@@ -216,10 +261,18 @@ pub fn synthesize(synth: &Synth, seed: u64, seq: u64, t: &Trace) -> Vec<(String,
         .collect()
 }
 
-fn run_trace(slot: usize, ctx: &SlotContext, job: Job, warm: &mut bool) {
+/// Run one trace; `began` is set once its start has been reported.
+fn run_trace(
+    slot: usize,
+    ctx: &SlotContext,
+    client: &Client,
+    job: Job,
+    warm: &mut bool,
+    began: &mut bool,
+) {
     let t = &ctx.workload.traces[job.template];
     let segments = synthesize(ctx.synth, ctx.seed, job.seq, t);
-    let mut body = Body::new(&ctx.model_json, ctx.client.streaming());
+    let mut body = Body::new(&ctx.model_json, client.streaming());
     if ctx.hash_bodies {
         body = body.hashed();
     }
@@ -236,9 +289,11 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job, warm: &mut bool) {
         at: ctx.since_epoch(started),
         late: job.due.map(|d| started.saturating_duration_since(d)),
     });
+    *began = true;
     let mut end_at = started;
     for turn in 0..t.num_requests() {
         let max_tokens = t.max_tokens(turn);
+        let expect = Expect::new(max_tokens as u64, ctx.synth.longest_token_bytes());
         let expected_prompt_tokens = SERVER_BOS + count.tokens();
         let tail = body.finish(max_tokens);
         let body_fnv1a = body.fnv1a();
@@ -259,7 +314,15 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job, warm: &mut bool) {
                 body_fnv1a,
             }));
         };
-        let result = send_with_retries(ctx, body.bytes(), &routing_key, warm, &mut report);
+        let result = send_with_retries(
+            ctx,
+            client,
+            body.bytes(),
+            &routing_key,
+            expect,
+            warm,
+            &mut report,
+        );
         body.cut(tail);
         let (reply, sent, retries) = match result {
             Ok(ok) => ok,
@@ -272,11 +335,7 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job, warm: &mut bool) {
                         message: f.message,
                     }
                 };
-                let _ = ctx.events.send(Event::TraceEnded {
-                    seq: job.seq,
-                    at: ctx.since_epoch(Instant::now()),
-                    end,
-                });
+                ctx.trace_ended(job.seq, end);
                 return;
             }
         };
@@ -284,11 +343,13 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job, warm: &mut bool) {
         let tool_done = end_at
             + t.tool_call_latency
                 .get(turn)
-                .map(|&s| Duration::from_secs_f64(s))
+                .map(|&s| crate::limits::seconds(s))
                 .unwrap_or_default();
-        // Off the timed path from here on: the request has ended.
+        // Off the timed path from here on: the request has ended. After the
+        // stop, no tokenizer work: the trace is over, and the run must not
+        // wait for it.
         log::trace!("{routing_key} turn {turn} reply {:?}", reply.text);
-        let (itl_sum, itl_count) = itl_of(ctx.tokenizer, &reply);
+        let (itl_sum, itl_count) = itl_of(ctx.tokenizer, &reply, ctx.stop.is_set());
         let _ = ctx.events.send(Event::Request(RequestRecord {
             seq: job.seq,
             template: job.template,
@@ -305,19 +366,20 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job, warm: &mut bool) {
             retries,
             timings: reply.timings,
             body_fnv1a,
+            chat_shaped: reply.chat_shaped,
         }));
         if turn < t.num_turns() {
+            if ctx.stop.is_set() {
+                ctx.trace_ended(job.seq, TraceEnd::Cancelled);
+                return;
+            }
             body.push_text(&reply.text);
             count.push_reply(ctx.tokenizer, &reply.text);
             let (text, n) = &segments[turn + 1];
             body.push_synthetic(text);
             count.push_synthetic(text, *n);
-            if !ctx.sleep(tool_done.saturating_duration_since(Instant::now())) {
-                let _ = ctx.events.send(Event::TraceEnded {
-                    seq: job.seq,
-                    at: ctx.since_epoch(Instant::now()),
-                    end: TraceEnd::Cancelled,
-                });
+            if !ctx.stop.sleep_until(tool_done) {
+                ctx.trace_ended(job.seq, TraceEnd::Cancelled);
                 return;
             }
         }
@@ -331,8 +393,9 @@ fn run_trace(slot: usize, ctx: &SlotContext, job: Job, warm: &mut bool) {
 
 /// Observed inter-token intervals of a reply. A chunk's token count is 1 when
 /// every chunk carries one token (the count of chunks equals the server's
-/// completion tokens); otherwise each chunk's text is tokenized.
-fn itl_of(tok: &Tokenizer, reply: &Reply) -> (Duration, u64) {
+/// completion tokens); otherwise each chunk's text is tokenized, unless
+/// `stopped` (then the intervals are left out).
+fn itl_of(tok: &Tokenizer, reply: &Reply, stopped: bool) -> (Duration, u64) {
     let times: Vec<Duration> = reply.chunks.iter().map(|c| c.at).collect();
     let completion = reply
         .usage
@@ -340,6 +403,8 @@ fn itl_of(tok: &Tokenizer, reply: &Reply) -> (Duration, u64) {
         .unwrap_or(times.len() as u64);
     let per_chunk: Vec<u64> = if completion == times.len() as u64 {
         vec![1; times.len()]
+    } else if stopped {
+        return (Duration::ZERO, 0);
     } else {
         (0..reply.chunks.len())
             .map(|i| {
@@ -362,34 +427,35 @@ type ReportFailure<'r> = dyn FnMut(&Failure, Instant, u32, Next) + 'r;
 /// when the run stops meanwhile.
 fn send_with_retries(
     ctx: &SlotContext,
+    client: &Client,
     body: &[u8],
     routing_key: &str,
+    expect: Expect,
     warm: &mut bool,
     report: &mut ReportFailure,
 ) -> Result<(Reply, Instant, u32), Failure> {
     let mut attempt = 0u32;
-    // Stale pooled connections met by this request; every slot's connection
-    // may be in the pool, so several can come up in a row.
+    // Stale kept-alive connections met by this request.
     let mut reconnects = 0;
     let was_warm = *warm;
     let cancelled = || Failure::new(FailureKind::Cancelled, "run stopped");
     loop {
         let mut sent = Instant::now();
-        let failure = match ctx.client.complete(body, routing_key, &mut sent) {
+        let failure = match client.complete(body, routing_key, expect, &mut sent) {
             Ok(reply) => {
                 *warm = true;
                 return Ok((reply, sent, attempt));
             }
             Err(f) => f,
         };
-        if ctx.stop.load(Ordering::SeqCst) {
+        if ctx.stop.is_set() {
             report(&cancelled(), sent, attempt, Next::GiveUp);
             return Err(cancelled());
         }
         // A kept-alive connection the server closed since its last response
         // (llama-server closes after every stream) fails on send, before any
         // answer: send again at once on another connection. Only when this
-        // slot's last request succeeded (so pooled connections exist) and
+        // slot's last request succeeded (so a pooled connection exists) and
         // only a bounded number of times, so a server that drops requests
         // does not get more of them.
         if failure.kind == FailureKind::Reset
@@ -413,7 +479,7 @@ fn send_with_retries(
         if !retried {
             return Err(failure);
         }
-        if !ctx.sleep(crate::client::backoff(attempt)) {
+        if !ctx.stop.sleep(crate::client::backoff(attempt)) {
             report(&cancelled(), Instant::now(), attempt + 1, Next::GiveUp);
             return Err(cancelled());
         }

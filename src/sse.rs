@@ -42,9 +42,9 @@ pub struct ServerTimings {
 #[derive(Deserialize)]
 struct RawUsage {
     #[serde(default)]
-    prompt_tokens: u64,
+    prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: u64,
+    completion_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<RawDetails>,
 }
@@ -57,21 +57,26 @@ struct RawDetails {
 
 #[derive(Deserialize)]
 struct RawChoice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    delta: Option<serde::de::IgnoredAny>,
     #[serde(default, borrow)]
     finish_reason: Option<Cow<'a, str>>,
 }
 
-/// The first element of `choices`, the rest skipped: no `Vec` per chunk on
-/// the timed path.
-struct FirstChoice<'a>(Option<RawChoice<'a>>);
+/// Choice 0 of `choices`: the element whose `index` is 0 (or, when the
+/// elements carry no index, the first); the others are skipped. No `Vec`
+/// per chunk on the timed path.
+struct ChoiceZero<'a>(Option<RawChoice<'a>>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
+impl<'de: 'a, 'a> Deserialize<'de> for ChoiceZero<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = FirstChoice<'a>;
+            type Value = ChoiceZero<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a list of choices")
             }
@@ -79,9 +84,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
                 self,
                 mut seq: A,
             ) -> Result<Self::Value, A::Error> {
-                let first = seq.next_element::<RawChoice<'a>>()?;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(FirstChoice(first))
+                let mut chosen: Option<RawChoice<'a>> = None;
+                while let Some(c) = seq.next_element::<RawChoice<'a>>()? {
+                    let better = match (&chosen, c.index) {
+                        (Some(RawChoice { index: Some(0), .. }), _) => false,
+                        (_, Some(0)) => true,
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if better {
+                        chosen = Some(c);
+                    }
+                }
+                Ok(ChoiceZero(chosen))
             }
         }
         d.deserialize_seq(Visit(std::marker::PhantomData))
@@ -91,7 +106,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
 #[derive(Deserialize)]
 struct RawChunk<'a> {
     #[serde(default, borrow)]
-    choices: Option<FirstChoice<'a>>,
+    choices: Option<ChoiceZero<'a>>,
     #[serde(default)]
     usage: Option<RawUsage>,
     #[serde(default)]
@@ -113,6 +128,8 @@ pub struct Chunk<'a> {
     pub usage: Option<Usage>,
     /// llama.cpp timings, when this chunk carries them.
     pub timings: Option<ServerTimings>,
+    /// The choice is chat-shaped (`delta`, no `text`).
+    pub chat_shaped: bool,
 }
 
 /// Parse one JSON chunk.
@@ -126,16 +143,20 @@ pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
         ));
     }
     let mut chunk = Chunk {
-        usage: raw.usage.map(|u| Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        // Usage without both counts is no usage.
+        usage: raw.usage.and_then(|u| {
+            Some(Usage {
+                prompt_tokens: u.prompt_tokens?,
+                completion_tokens: u.completion_tokens?,
+                cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            })
         }),
         timings: raw.timings,
         ..Chunk::default()
     };
     if let Some(first) = raw.choices.and_then(|c| c.0) {
         chunk.has_choice = true;
+        chunk.chat_shaped = first.text.is_none() && first.delta.is_some();
         chunk.text = first.text.unwrap_or_default();
         chunk.finish_reason = first.finish_reason;
     }
@@ -195,7 +216,7 @@ pub struct ChunkMark {
     /// Time since the request was sent.
     pub at: Duration,
     /// Byte offset in [`Stream::text`] where this chunk's text ends.
-    pub text_end: u32,
+    pub text_end: usize,
 }
 
 /// The state of one streamed response, fed line by line.
@@ -207,6 +228,12 @@ pub struct Stream {
     pub chunks: Vec<ChunkMark>,
     /// When the first choice chunk arrived.
     pub first_choice: Option<Duration>,
+    /// When `[DONE]` arrived.
+    pub done_at: Option<Duration>,
+    /// When the last `data:` line arrived.
+    pub last_data_at: Option<Duration>,
+    /// A chat-shaped choice (`delta`) was seen.
+    pub chat_shaped: bool,
     /// Usage, wherever in the stream it came.
     pub usage: Option<Usage>,
     /// llama.cpp timings, when sent.
@@ -224,18 +251,21 @@ impl Stream {
             Line::Other => return Ok(()),
             Line::Done => {
                 self.done = true;
+                self.done_at = Some(at);
                 return Ok(());
             }
             Line::Data(d) => d,
         };
+        self.last_data_at = Some(at);
         let chunk = parse_chunk(data).map_err(StreamError::Malformed)?;
+        self.chat_shaped |= chunk.chat_shaped;
         if chunk.has_choice {
             self.first_choice.get_or_insert(at);
             if !chunk.text.is_empty() {
                 self.text.push_str(&chunk.text);
                 self.chunks.push(ChunkMark {
                     at,
-                    text_end: self.text.len() as u32,
+                    text_end: self.text.len(),
                 });
             }
             if chunk.finish_reason.is_some() {
@@ -251,9 +281,14 @@ impl Stream {
         Ok(())
     }
 
+    /// Whether the answer is whole: `[DONE]` or a finish reason was seen.
+    pub fn complete(&self) -> bool {
+        self.done || self.finished
+    }
+
     /// Check the stream at its end (EOF).
     pub fn finish(&self) -> Result<(), StreamError> {
-        if !self.done && !self.finished {
+        if !self.complete() {
             return Err(StreamError::Truncated);
         }
         if self.first_choice.is_none() {
@@ -265,12 +300,8 @@ impl Stream {
 
 /// Text of chunk `i` of `chunks` marking the concatenated `text`.
 pub fn chunk_text<'a>(text: &'a str, chunks: &[ChunkMark], i: usize) -> &'a str {
-    let start = if i == 0 {
-        0
-    } else {
-        chunks[i - 1].text_end as usize
-    };
-    &text[start..chunks[i].text_end as usize]
+    let start = if i == 0 { 0 } else { chunks[i - 1].text_end };
+    &text[start..chunks[i].text_end]
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The one result type of a run. The tables, the `benchmark complete` line and
 //! the files are all rendered from a [`Summary`]; every field carries its unit
-//! in its name.
+//! in its name. A figure that could not be measured (no values, no time) is
+//! `None`: `null` in files, `–` in tables, never 0.
 
 use std::collections::BTreeMap;
 
@@ -33,10 +34,11 @@ pub struct TraceRecord {
     pub decode_tpot_ms: Option<f64>,
     /// Mean observed inter-token interval (streaming only).
     pub itl_ms: Option<f64>,
-    /// Σ cached / Σ prompt tokens, server-reported.
-    pub cache_hit_rate_pct: f64,
-    /// Σ cached / Σ eligible prompt tokens.
-    pub eligible_cache_hit_rate_pct: f64,
+    /// Σ cached / Σ prompt tokens, server-reported (`None` without prompt tokens).
+    pub cache_hit_rate_pct: Option<f64>,
+    /// Σ cached / Σ eligible prompt tokens (`None` for a one-request trace:
+    /// nothing was eligible).
+    pub eligible_cache_hit_rate_pct: Option<f64>,
     /// Server-reported completion tokens of each request.
     pub output_tokens_per_turn: Vec<u64>,
     /// Their sum.
@@ -45,29 +47,30 @@ pub struct TraceRecord {
     pub retries: u32,
 }
 
-/// Stats over completed traces, one per table column.
+/// Stats over completed traces, one per table row (`None`: no trace had
+/// the figure).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PerTrace {
     /// `Latency (s)`.
-    pub latency_s: Stats,
+    pub latency_s: Option<Stats>,
     /// `TTFT (s)`.
-    pub ttft_s: Stats,
+    pub ttft_s: Option<Stats>,
     /// `TTFAT (s)`.
-    pub ttfat_s: Stats,
+    pub ttfat_s: Option<Stats>,
     /// `Decode TPS (tok/s)`.
-    pub decode_tps: Stats,
+    pub decode_tps: Option<Stats>,
     /// `Decode TPOT (ms/tok)`.
-    pub decode_tpot_ms: Stats,
+    pub decode_tpot_ms: Option<Stats>,
     /// `ITL (ms)`.
-    pub itl_ms: Stats,
+    pub itl_ms: Option<Stats>,
     /// `Cache hit rate (%)`.
-    pub cache_hit_rate_pct: Stats,
+    pub cache_hit_rate_pct: Option<Stats>,
     /// `Eligible cache hit rate (%)`.
-    pub eligible_cache_hit_rate_pct: Stats,
+    pub eligible_cache_hit_rate_pct: Option<Stats>,
     /// `Output tokens/turn`.
-    pub output_tokens_per_turn: Stats,
+    pub output_tokens_per_turn: Option<Stats>,
     /// `Output tokens/trace`.
-    pub output_tokens_per_trace: Stats,
+    pub output_tokens_per_trace: Option<Stats>,
 }
 
 /// Failures of one kind.
@@ -84,10 +87,10 @@ pub struct FailureCount {
 /// Open-loop arrival figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ArrivalStats {
-    /// Median lateness of trace starts versus their schedule.
-    pub late_s_p50: f64,
+    /// Median lateness of trace starts versus their schedule (`None`: no start).
+    pub late_s_p50: Option<f64>,
     /// 99th percentile lateness.
-    pub late_s_p99: f64,
+    pub late_s_p99: Option<f64>,
     /// Arrivals that waited for the in-flight limit.
     pub waited_for_limit: u64,
 }
@@ -139,18 +142,18 @@ pub struct Summary {
     /// server had closed since the slot's last response, sent again at once on
     /// a new connection (not failures).
     pub reconnects: u64,
-    /// Run start to the moment every slot had stopped.
+    /// The measured window: run start to the deadline or the interrupt.
     pub wall_time_s: f64,
     /// Completed traces per wall-clock second.
     pub trace_per_s: f64,
     /// Per-trace stats.
     pub per_trace: PerTrace,
     /// Token rates over the wall time.
-    pub overall: Rates,
-    /// Slope over the last 30 s.
-    pub last_30s_window: Rates,
-    /// Slope after the first 20 % (the headline).
-    pub steady_state: Rates,
+    pub overall: Option<Rates>,
+    /// Slope over the last 30 s (`None`: fewer than two points).
+    pub last_30s_window: Option<Rates>,
+    /// Slope after the first 20 % (the headline; `None`: fewer than two points).
+    pub steady_state: Option<Rates>,
     /// Steady state / num_gpus.
     pub steady_state_per_gpu: Option<Rates>,
     /// Failures by kind name (`http_503`, `reset`, ...).

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::hub;
+use crate::stop::Stop;
 
 /// A loaded tokenizer; counting never adds special tokens (the server adds BOS).
 pub struct Tokenizer {
@@ -133,8 +134,9 @@ fn is_hub_id(spec: &str) -> bool {
     ok(org) && ok(name)
 }
 
-/// Resolve `--tokenizer` to a `tokenizer.json` path, downloading it if needed.
-pub fn resolve(spec: &str) -> Result<PathBuf> {
+/// Resolve `--tokenizer` to a `tokenizer.json` path, downloading it if
+/// needed (`stop` breaks the download off).
+pub fn resolve(spec: &str, stop: &Stop) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_file() {
         return Ok(path.to_path_buf());
@@ -164,7 +166,10 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
     );
     let staging = repo_dir.join("snapshots/.trie-download/tokenizer.json");
     let token = std::env::var("HF_TOKEN").ok();
-    let got = hub::download(&url, &staging, token.as_deref()).map_err(|e| {
+    let got = hub::download(&url, &staging, token.as_deref(), stop).map_err(|e| {
+        if stop.is_set() {
+            return Error::Interrupted;
+        }
         Error::usage(format!(
             "tokenizer '{spec}' is not in the local Hub cache ({}) and could not be downloaded: {e}; pass --tokenizer with a local tokenizer.json",
             repo_dir.display()

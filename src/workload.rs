@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::hub;
+use crate::limits::{self, MAX_CONTEXT_TOKENS};
+use crate::stop::Stop;
 
 /// One trace template: a row of the workload file.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,8 +104,9 @@ pub fn dataset_cache() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/tmp/trie-dataset"))
 }
 
-/// Resolve `--workload`: an alias (downloaded once into the cache) or a path.
-pub fn resolve(spec: &str) -> Result<PathBuf> {
+/// Resolve `--workload`: an alias (downloaded once into the cache; `stop`
+/// breaks the download off) or a path.
+pub fn resolve(spec: &str, stop: &Stop) -> Result<PathBuf> {
     let Some((_, file)) = ALIASES.iter().find(|(a, _)| *a == spec) else {
         return Ok(PathBuf::from(spec));
     };
@@ -117,7 +120,10 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
     );
     let token = std::env::var("HF_TOKEN").ok();
     log::info!("downloading workload {spec} from {url}");
-    hub::download(&url, &dest, token.as_deref()).map_err(|e| {
+    hub::download(&url, &dest, token.as_deref(), stop).map_err(|e| {
+        if stop.is_set() {
+            return Error::Interrupted;
+        }
         Error::usage(format!(
             "workload alias '{spec}': download failed: {e}; set HF_ENDPOINT to a reachable hub or pass a local JSONL path"
         ))
@@ -148,7 +154,9 @@ pub fn load(path: &Path) -> Result<Workload> {
             "workload {shown}: not UTF-8 text ({e}); a workload is JSONL"
         ))
     })?;
-    let traces = parse(&shown, &text)?;
+    // A byte-order mark (some editors write one) is not part of the first row.
+    let text_rows = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let traces = parse(&shown, text_rows)?;
     Ok(Workload {
         path: path.to_path_buf(),
         content_hash: fnv1a_hex(text.as_bytes()),
@@ -213,10 +221,25 @@ fn parse_row(at: &str, line: &str) -> std::result::Result<Trace, String> {
         obj.get(name)
             .ok_or_else(|| format!("{at}: missing field {name}"))
     };
-    let num_turns = count(at, "num_turns", field("num_turns")?)? as usize;
-    let input_prompt_length = count(at, "input_prompt_length", field("input_prompt_length")?)?;
-    let final_len = count(
+    let tokens = |name: &str, v: &Value| -> std::result::Result<u32, String> {
+        count(
+            at,
+            name,
+            v,
+            MAX_CONTEXT_TOKENS,
+            "tokens in a trace's context",
+        )
+        .map(|n| n as u32)
+    };
+    let num_turns = count(
         at,
+        "num_turns",
+        field("num_turns")?,
+        limits::MAX_TURNS as u64,
+        "turns",
+    )? as usize;
+    let input_prompt_length = tokens("input_prompt_length", field("input_prompt_length")?)?;
+    let final_len = tokens(
         "final_assistant_response_length",
         field("final_assistant_response_length")?,
     )?;
@@ -237,7 +260,7 @@ fn parse_row(at: &str, line: &str) -> std::result::Result<Trace, String> {
         list(name)?
             .iter()
             .enumerate()
-            .map(|(j, v)| count(at, &format!("{name}[{j}]"), v))
+            .map(|(j, v)| tokens(&format!("{name}[{j}]"), v))
             .collect()
     };
     let assistant_response_length = ints("assistant_response_length")?;
@@ -246,6 +269,10 @@ fn parse_row(at: &str, line: &str) -> std::result::Result<Trace, String> {
         .iter()
         .enumerate()
         .map(|(j, v)| match v.as_f64() {
+            Some(x) if x.is_finite() && x > limits::MAX_SECONDS => Err(format!(
+                "{at}: tool_call_latency[{j}] {x} is too large: at most {} seconds",
+                limits::MAX_SECONDS
+            )),
             Some(x) if x.is_finite() && x >= 0.0 => Ok(x),
             _ => Err(format!(
                 "{at}: tool_call_latency[{j}] must be a finite number of seconds >= 0, got {}",
@@ -253,6 +280,17 @@ fn parse_row(at: &str, line: &str) -> std::result::Result<Trace, String> {
             )),
         })
         .collect::<std::result::Result<Vec<f64>, String>>()?;
+    let context: u64 = [input_prompt_length, final_len]
+        .iter()
+        .chain(&assistant_response_length)
+        .chain(&tool_call_output_length)
+        .map(|&n| n as u64)
+        .sum();
+    if context > MAX_CONTEXT_TOKENS {
+        return Err(format!(
+            "{at}: the trace's context would reach {context} tokens, too large: at most {MAX_CONTEXT_TOKENS}"
+        ));
+    }
     Ok(Trace {
         input_prompt_length,
         assistant_response_length,
@@ -262,16 +300,30 @@ fn parse_row(at: &str, line: &str) -> std::result::Result<Trace, String> {
     })
 }
 
-/// A token count: an integer in `0..=u32::MAX`.
-fn count(at: &str, name: &str, v: &Value) -> std::result::Result<u32, String> {
-    v.as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| {
-            format!(
-                "{at}: {name} must be a non-negative integer, got {}",
-                short(v)
-            )
-        })
+/// A count: a non-negative integer (an integral float such as `100.0` too)
+/// of at most `max` (`unit` names what the maximum counts).
+fn count(
+    at: &str,
+    name: &str,
+    v: &Value,
+    max: u64,
+    unit: &str,
+) -> std::result::Result<u64, String> {
+    let n = v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|x| x.is_finite() && *x >= 0.0 && x.fract() == 0.0)
+            .map(|x| x.min(u64::MAX as f64) as u64)
+    });
+    match n {
+        Some(n) if n > max => Err(format!(
+            "{at}: {name} {n} is too large: at most {max} {unit}"
+        )),
+        Some(n) => Ok(n),
+        None => Err(format!(
+            "{at}: {name} must be a non-negative integer, got {}",
+            short(v)
+        )),
+    }
 }
 
 /// A value for an error message, cut to 40 characters.
@@ -345,5 +397,30 @@ mod tests {
             e,
             "w.jsonl:1: assistant_response_length[1] must be a non-negative integer, got -3"
         );
+        let e = parse("w.jsonl", &ROW.replace("32,", "1000000000,"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "w.jsonl:1: input_prompt_length 1000000000 is too large: at most 2097152 tokens in a trace's context"
+        );
+        let e = parse("w.jsonl", &ROW.replace("[16, 20]", "[2000000, 200000]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("context would reach 2200116 tokens"), "{e}");
+        let e = parse("w.jsonl", &ROW.replace("[0.0, 0.5]", "[0.0, 1e19]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("w.jsonl:1: tool_call_latency[1]") && e.contains("too large"));
+        // Integral floats, as Python's json writes them, are counts too.
+        let t = parse(
+            "w",
+            &ROW.replace(
+                "\"input_prompt_length\": 32",
+                "\"input_prompt_length\": 32.0",
+            ),
+        )
+        .unwrap();
+        assert_eq!(t[0].input_prompt_length, 32);
     }
 }

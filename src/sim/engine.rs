@@ -196,12 +196,13 @@ fn parse_params(body: &[u8], model: &str) -> Result<Params, (u16, String)> {
     })
 }
 
-/// Seconds to process `tokens` at `rate` tokens/s (0 = instant).
+/// Seconds to process `tokens` at `rate` tokens/s (0 = instant), at most
+/// [`crate::limits::MAX_SECONDS`].
 fn secs(tokens: usize, rate: f64) -> Duration {
     if rate <= 0.0 {
         Duration::ZERO
     } else {
-        Duration::from_secs_f64(tokens as f64 / rate)
+        crate::limits::seconds(tokens as f64 / rate)
     }
 }
 

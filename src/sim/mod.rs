@@ -257,6 +257,11 @@ impl Sim {
             None => Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")?,
         };
         let synth = Synth::new(&tokenizer)?;
+        // Three descriptors per connection: take what the system allows.
+        let _ = crate::limits::ensure_open_files(
+            crate::limits::files_needed(config.max_running, true),
+            "sim --max-running",
+        );
         let listener = TcpListener::bind(("127.0.0.1", config.port)).map_err(|e| {
             Error::run(format!(
                 "sim: cannot listen on 127.0.0.1:{}: {e}",
@@ -345,7 +350,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors, most likely: let connections close.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let Ok(clone) = stream.try_clone() else {
             continue;

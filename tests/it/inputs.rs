@@ -263,7 +263,7 @@ fn malformed_inputs_exit_2_and_send_nothing() {
                 "--csv".into(),
                 "r.json".into(),
             ],
-            vec!["both name r.json"],
+            vec!["are the same file"],
         ),
     ];
     assert!(cases.len() >= 25);

@@ -163,9 +163,9 @@ fn llama_server_counts_every_prompt_as_trie_meant_and_caches_later_turns() {
         later.len()
     );
     assert!(
-        s.per_trace.eligible_cache_hit_rate_pct.mean >= 90.0,
+        s.per_trace.eligible_cache_hit_rate_pct.unwrap().mean >= 90.0,
         "eligible cache hit rate {:.1} %",
-        s.per_trace.eligible_cache_hit_rate_pct.mean
+        s.per_trace.eligible_cache_hit_rate_pct.unwrap().mean
     );
 
     // The server's own timings agree with what trie measured and counted.
@@ -199,7 +199,7 @@ fn llama_server_counts_every_prompt_as_trie_meant_and_caches_later_turns() {
         ok.len(),
         s.prompt_token_mismatches,
         later.len(),
-        s.per_trace.eligible_cache_hit_rate_pct.mean
+        s.per_trace.eligible_cache_hit_rate_pct.unwrap().mean
     );
     assert!(
         (0.8..1.25).contains(&ratio),
@@ -208,8 +208,8 @@ fn llama_server_counts_every_prompt_as_trie_meant_and_caches_later_turns() {
     // Per-token figures: trie's TPOT and ITL against the server's ms per token.
     let server_tpot = server_decode_ms / (server_completion as f64 - ok.len() as f64);
     for (what, x) in [
-        ("TPOT", s.per_trace.decode_tpot_ms.mean),
-        ("ITL", s.per_trace.itl_ms.mean),
+        ("TPOT", s.per_trace.decode_tpot_ms.unwrap().mean),
+        ("ITL", s.per_trace.itl_ms.unwrap().mean),
     ] {
         let r = x / server_tpot;
         eprintln!("{what}: trie {x:.2} ms, server {server_tpot:.2} ms per token ({r:.3})");

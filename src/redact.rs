@@ -1,0 +1,68 @@
+//! Secrets (the API key, `HF_TOKEN`) are registered here once, and every
+//! piece of text trie stores or prints that did not come from trie itself
+//! (server error bodies, transport errors, served model names) and every log
+//! record passes through [`clean`], which replaces them. A server that echoes
+//! the `Authorization` header back cannot make trie print or store it.
+
+use std::borrow::Cow;
+
+use parking_lot::RwLock;
+
+/// What a secret is replaced with.
+pub const REDACTED: &str = "<redacted>";
+
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Register a secret (and its JSON-escaped form): from now on [`clean`]
+/// removes it. Empty strings are ignored. Secrets are never unregistered.
+pub fn register(secret: &str) {
+    if secret.is_empty() {
+        return;
+    }
+    let escaped = serde_json::to_string(secret).unwrap_or_default();
+    let escaped = escaped
+        .get(1..escaped.len().saturating_sub(1))
+        .unwrap_or("")
+        .to_string();
+    let mut all = SECRETS.write();
+    for s in [secret.to_string(), escaped] {
+        if !s.is_empty() && !all.contains(&s) {
+            all.push(s);
+        }
+    }
+    // Longest first, so a secret that contains another is replaced whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// `text` with every registered secret replaced by [`REDACTED`].
+pub fn clean(text: &str) -> Cow<'_, str> {
+    let secrets = SECRETS.read();
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for s in secrets.iter() {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), REDACTED);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_secrets_are_replaced_wherever_they_appear() {
+        register("sk-unit-\"quoted\"-7");
+        register("");
+        let echoed = r#"{"error":"bad key Bearer sk-unit-\"quoted\"-7"}"#;
+        assert_eq!(clean(echoed), r#"{"error":"bad key Bearer <redacted>"}"#);
+        assert_eq!(
+            clean("key sk-unit-\"quoted\"-7 twice sk-unit-\"quoted\"-7"),
+            "key <redacted> twice <redacted>"
+        );
+        assert!(matches!(clean("nothing here"), Cow::Borrowed(_)));
+    }
+}
