@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::client::FailureKind;
 use crate::event::{Event, Next, RequestRecord, TraceEnd};
 use crate::metrics::{self, CurvePoint, Rates, Stats};
+use crate::preflight::Warned;
 use crate::summary::{ArrivalStats, FailureCount, PerTrace, Summary, TraceRecord};
 use crate::workload::Workload;
 
@@ -66,11 +67,13 @@ pub struct Aggregator {
     chat_shaped: u64,
     cancelled_requests: u64,
     reconnects: u64,
+    warned: Warned,
 }
 
 impl Aggregator {
-    /// Empty state for a run of `workload`.
-    pub fn new(workload: Arc<Workload>) -> Aggregator {
+    /// Empty state for a run of `workload`; what `warned` names was already
+    /// warned about (by the preflight) and is only counted.
+    pub fn new(workload: Arc<Workload>, warned: Warned) -> Aggregator {
         Aggregator {
             workload,
             active: HashMap::new(),
@@ -91,6 +94,7 @@ impl Aggregator {
             chat_shaped: 0,
             cancelled_requests: 0,
             reconnects: 0,
+            warned,
         }
     }
 
@@ -176,7 +180,7 @@ impl Aggregator {
     fn request(&mut self, r: RequestRecord) {
         self.http_requests += 1;
         if r.chat_shaped {
-            if self.chat_shaped == 0 {
+            if !std::mem::replace(&mut self.warned.chat_shaped, true) {
                 log::warn!(
                     "the server streams chat-shaped choices (delta) on /v1/completions: replies are empty, so contexts and decode figures are wrong; is --endpoint an OpenAI completions API?"
                 );
@@ -190,7 +194,7 @@ impl Aggregator {
                     self.no_cached += 1;
                 }
                 if u.completion_tokens < r.max_tokens {
-                    if self.short == 0 {
+                    if !std::mem::replace(&mut self.warned.short, true) {
                         log::warn!(
                             "{}",
                             crate::preflight::short_completion(u.completion_tokens, r.max_tokens)
@@ -443,11 +447,14 @@ mod tests {
     #[test]
     fn per_trace_figures_follow_spec() {
         let wl = parse("w", r#"{"num_turns":1,"input_prompt_length":100,"assistant_response_length":[11],"tool_call_output_length":[20],"tool_call_latency":[0.5],"final_assistant_response_length":21}"#).unwrap();
-        let mut agg = Aggregator::new(Arc::new(Workload {
-            path: "w".into(),
-            content_hash: String::new(),
-            traces: wl,
-        }));
+        let mut agg = Aggregator::new(
+            Arc::new(Workload {
+                path: "w".into(),
+                content_hash: String::new(),
+                traces: wl,
+            }),
+            Warned::default(),
+        );
         agg.handle(Event::TraceStarted {
             seq: 7,
             template: 0,
@@ -486,13 +493,16 @@ mod tests {
     #[test]
     fn absent_figures_stay_absent_and_the_window_is_incremental() {
         let wl = parse("w", r#"{"num_turns":0,"input_prompt_length":10,"assistant_response_length":[],"tool_call_output_length":[],"tool_call_latency":[],"final_assistant_response_length":1}"#).unwrap();
-        let mut agg = Aggregator::new(Arc::new(Workload {
-            path: "w".into(),
-            content_hash: String::new(),
-            traces: wl,
-        }));
+        let mut agg = Aggregator::new(
+            Arc::new(Workload {
+                path: "w".into(),
+                content_hash: String::new(),
+                traces: wl,
+            }),
+            Warned::default(),
+        );
         // Nothing completed: every per-trace statistic and slope is absent.
-        let empty = Aggregator::new(agg.workload.clone())
+        let empty = Aggregator::new(agg.workload.clone(), Warned::default())
             .finish(Summary::default(), Duration::from_secs(3));
         assert_eq!(empty.per_trace, PerTrace::default());
         assert_eq!((empty.steady_state, empty.last_30s_window), (None, None));

@@ -742,15 +742,18 @@ pub fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A reader that yields `parts` and then fails with `end` (or EOF).
+    /// A reader that yields `parts`, waits `linger`, and then fails with
+    /// `end` (or EOF).
     struct Fake {
         parts: Vec<Vec<u8>>,
+        linger: Duration,
         end: Option<std::io::ErrorKind>,
     }
 
     impl Read for Fake {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             if self.parts.is_empty() {
+                std::thread::sleep(std::mem::take(&mut self.linger));
                 return match self.end {
                     Some(k) => Err(std::io::Error::new(k, "fake")),
                     None => Ok(0),
@@ -770,6 +773,7 @@ mod tests {
     fn fake(parts: &[&str], end: Option<std::io::ErrorKind>) -> BufReader<Fake> {
         BufReader::new(Fake {
             parts: parts.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            linger: Duration::ZERO,
             end,
         })
     }
@@ -810,6 +814,20 @@ mod tests {
         assert_eq!(kind(None), FailureKind::Truncated);
         assert_eq!(kind(Some(ConnectionReset)), FailureKind::Reset);
         assert_eq!(kind(Some(TimedOut)), FailureKind::Timeout);
+    }
+
+    #[test]
+    fn the_end_is_stamped_at_done_or_at_the_last_data_line() {
+        for parts in [&[A, B, U, DONE][..], &[A, B, U][..]] {
+            let mut r = fake(parts, None);
+            r.get_mut().linger = Duration::from_millis(300);
+            let reply = read(&mut r).unwrap();
+            assert!(
+                reply.latency < Duration::from_millis(150),
+                "{parts:?}: {:?}",
+                reply.latency
+            );
+        }
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub fn served_models(client: &Client, endpoint: &str, stop: &Stop) -> Result<Opt
     let url = format!("{endpoint}/models");
     let (status, text) = client.get(&url).map_err(|f| {
         failed(stop, || {
+            if !matches!(f.kind, FailureKind::Http(_)) && speaks_plain_http(endpoint) {
+                return format!(
+                    "TLS handshake failed with {endpoint} ({}): the server speaks plain HTTP there; use http://",
+                    f.message
+                );
+            }
             let hint = match f.kind {
                 FailureKind::Http(_) => "",
                 FailureKind::Timeout => "; is the server up? (--connect-timeout)",
@@ -75,6 +81,34 @@ pub fn served_models(client: &Client, endpoint: &str, stop: &Stop) -> Result<Opt
             })
             .unwrap_or_default(),
     ))
+}
+
+/// Whether an `https://` endpoint's port answers plain HTTP (the usual
+/// cause of a failed TLS handshake).
+fn speaks_plain_http(endpoint: &str) -> bool {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let Some(rest) = endpoint.strip_prefix("https://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let with_port = if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:443")
+    } else {
+        authority.to_string()
+    };
+    let wait = std::time::Duration::from_secs(1);
+    let Some(addr) = with_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut tcp) = std::net::TcpStream::connect_timeout(&addr, wait) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(wait));
+    let mut head = [0u8; 5];
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+        && tcp.read_exact(&mut head).is_ok()
+        && &head == b"HTTP/"
 }
 
 /// The model to request: `wanted` (when the server does not list it, a
@@ -135,6 +169,26 @@ pub fn choose_model(
 /// The routing key of the probe request.
 pub const PROBE_ROUTING_KEY: &str = "trie-preflight";
 
+/// What the probe found out.
+pub struct Probe {
+    /// The tokenizer that counts replies as the server will.
+    pub tokenizer: Tokenizer,
+    /// The server reads non-special added-token text as plain text.
+    pub added_tokens_as_text: bool,
+    /// Shortcomings already warned about (not warned again during the run).
+    pub warned: Warned,
+}
+
+/// Warnings given once per run: by the preflight, or at their first
+/// occurrence during the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Warned {
+    /// Fewer completion tokens than asked for (the server ignores `ignore_eos`).
+    pub short: bool,
+    /// Chat-shaped choices on `/v1/completions`.
+    pub chat_shaped: bool,
+}
+
 /// Send the probe completion (retried like any request, with backoffs that
 /// `stop` cuts short); an error when it fails, warnings logged. The probe's
 /// prompt is synthetic words followed by one of the tokenizer's non-special
@@ -142,8 +196,7 @@ pub const PROBE_ROUTING_KEY: &str = "trie-preflight";
 /// such text as one token (Hugging Face tokenizers) or as plain text
 /// (llama.cpp, for some vocabularies). Model output can contain that text
 /// and is sent back in later prompts, so the tokenizer returned is the one
-/// that counts replies as the server will, and `true` when that is the
-/// plain-text reading.
+/// that counts replies as the server will.
 pub fn probe(
     client: &Client,
     synth: &Synth,
@@ -152,7 +205,7 @@ pub fn probe(
     model_json: &str,
     max_retries: u32,
     stop: &Stop,
-) -> Result<(Tokenizer, bool)> {
+) -> Result<Probe> {
     let mut text = synth.text(segment_key(seed, u64::MAX, 0), PROBE_PROMPT_TOKENS as usize);
     let added = tok.plain_added_token();
     let plain = added.as_ref().and_then(|_| tok.with_added_tokens_as_text());
@@ -194,7 +247,16 @@ pub fn probe(
     for w in findings(&reply, client.streaming(), expected(&tok)) {
         log::warn!("preflight: {w}");
     }
-    Ok((tok, as_text))
+    Ok(Probe {
+        warned: Warned {
+            short: reply
+                .usage
+                .is_some_and(|u| u.completion_tokens < PROBE_MAX_TOKENS as u64),
+            chat_shaped: reply.chat_shaped,
+        },
+        tokenizer: tok,
+        added_tokens_as_text: as_text,
+    })
 }
 
 /// The message of a failed probe, with a hint for its kind.

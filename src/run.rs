@@ -29,7 +29,7 @@ use crate::stop::Stop;
 use crate::summary::Summary;
 use crate::term;
 use crate::tokenizer::{self, Tokenizer};
-use crate::workload::{self, Workload};
+use crate::workload;
 
 /// Ways in from outside the run.
 #[derive(Default)]
@@ -144,7 +144,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     check(stop)?;
     let model_json = serde_json::Value::from(model.as_str()).to_string();
     // The tokenizer that counts replies as the server will (see the probe).
-    let (tok, added_tokens_as_text) = preflight::probe(
+    let probe = preflight::probe(
         &preflight_client,
         &synth,
         tok,
@@ -155,6 +155,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     )?;
     drop(preflight_client);
     check(stop)?;
+    let tok = probe.tokenizer;
     let run_config = RunConfig::new(
         cfg,
         &endpoint,
@@ -162,7 +163,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         &workload.path,
         &workload.content_hash,
         &tok,
-        added_tokens_as_text,
+        probe.added_tokens_as_text,
     );
 
     let mut summary = Summary {
@@ -196,11 +197,12 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         let duration = cfg.duration;
         let progress = hooks.progress;
         let interval = cfg.progress_interval;
+        let agg = Aggregator::new(workload, probe.warned);
         std::thread::Builder::new()
             .name("aggregator".into())
             .spawn(move || {
                 aggregate(
-                    workload, events_rx, event_log, epoch, duration, progress, interval,
+                    agg, events_rx, event_log, epoch, duration, progress, interval,
                 )
             })
             .map_err(|e| Error::run(format!("cannot start the aggregator thread: {e}")))?
@@ -404,7 +406,7 @@ fn feed_open(
 /// The aggregator thread: fold events until every sender is gone, printing
 /// progress along the way. Also returns the event log's write error.
 fn aggregate(
-    workload: Arc<Workload>,
+    mut agg: Aggregator,
     events: Receiver<Event>,
     mut event_log: Option<EventLog>,
     epoch: Instant,
@@ -412,7 +414,6 @@ fn aggregate(
     progress: bool,
     interval: Option<Duration>,
 ) -> (Aggregator, Option<String>) {
-    let mut agg = Aggregator::new(workload);
     let tick = if term::stderr_is_tty() {
         Duration::from_secs(1)
     } else {

@@ -44,16 +44,21 @@ fn fit(text: &str) -> &str {
 /// Print one whole line on stderr (a log record or a message).
 pub fn line(text: &str) {
     let shown = SHOWN.lock();
+    write_stderr(compose(shown.as_deref().map(fit), text).as_bytes());
+}
+
+/// The bytes that print line `text` while progress line `shown` (if any)
+/// is on the terminal: the progress line cleared, the text, the progress
+/// line drawn again below it.
+fn compose(shown: Option<&str>, text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     if shown.is_some() {
         out.push_str("\r\x1b[2K");
     }
     out.push_str(text);
     out.push('\n');
-    if let Some(p) = shown.as_deref() {
-        out.push_str(fit(p));
-    }
-    write_stderr(out.as_bytes());
+    out.push_str(shown.unwrap_or(""));
+    out
 }
 
 /// Show the live progress line: redrawn in place on a terminal, else one
@@ -80,4 +85,18 @@ pub fn stdout(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_never_tears_the_progress_line() {
+        assert_eq!(compose(None, "[warn     ] x"), "[warn     ] x\n");
+        assert_eq!(
+            compose(Some("12/60s completed=3"), "[warn     ] x"),
+            "\r\x1b[2K[warn     ] x\n12/60s completed=3"
+        );
+    }
 }

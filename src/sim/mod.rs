@@ -268,6 +268,14 @@ impl Sim {
                 config.port
             ))
         })?;
+        // std listens with a backlog of 128: hundreds of slots connecting at
+        // once overflow it, and the kernel resets the connections it dropped.
+        // Listening again raises it (Linux takes the new value).
+        // SAFETY: listen(2) on the listener's own descriptor.
+        unsafe {
+            use std::os::unix::io::AsRawFd;
+            libc::listen(listener.as_raw_fd(), 4096);
+        }
         let addr = listener
             .local_addr()
             .map_err(|e| Error::run(format!("sim: {e}")))?;

@@ -738,3 +738,311 @@ fn a_run_where_no_trace_completes_exits_1() {
         "the tables are still printed: {stdout}"
     );
 }
+
+/// `mkfifo path`.
+fn fifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Read a FIFO to its end on another thread.
+fn read_fifo(path: &Path) -> std::thread::JoinHandle<String> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || std::fs::read_to_string(path).unwrap())
+}
+
+#[test]
+fn special_files_symlinks_and_descriptors_are_written_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::io::FromRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = temp_file("x", "").parent().unwrap().to_path_buf();
+    let (link, target) = (dir.join("link.json"), dir.join("target.json"));
+    std::os::unix::fs::symlink(&target, &link).unwrap(); // dangling until written
+    let pipe_path = dir.join("metrics.fifo");
+    fifo(&pipe_path);
+    let metrics = read_fifo(&pipe_path);
+    // Descriptor 3 of the run is the write end of a pipe (as `3>(...)`).
+    let mut fds = [0; 2];
+    // SAFETY: a two-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read_end, write_end) = (fds[0], fds[1]);
+    let events = std::thread::spawn(move || {
+        let mut s = String::new();
+        // SAFETY: this thread owns the read end.
+        let mut f = unsafe { std::fs::File::from_raw_fd(read_end) };
+        std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+        s
+    });
+    let (sim, _rx) = fast_sim(fast());
+    let mut cmd = trie_bin();
+    cmd.args([
+        "--workload",
+        small_workload().to_str().unwrap(),
+        "--endpoint",
+        &sim.url(),
+        "--duration",
+        "1",
+        "-q",
+        "--output",
+        link.to_str().unwrap(),
+        "--csv",
+        "/proc/self/fd/1",
+        "--output-metrics",
+        pipe_path.to_str().unwrap(),
+        "--events",
+        "/dev/fd/3",
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::dup2(write_end, 3);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    // SAFETY: the parent's copy of the write end, so the reader sees EOF.
+    unsafe { libc::close(write_end) };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The symlink stayed a symlink; its target holds the document.
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let s = trie::results::Results::read(&target).unwrap().summary;
+    assert!(s.completed_requests > 0);
+    // The FIFO stayed a FIFO, and its reader got one row per completed trace.
+    assert!(std::fs::metadata(&pipe_path).unwrap().file_type().is_fifo());
+    assert_eq!(
+        metrics.join().unwrap().lines().count() as u64,
+        s.completed_requests
+    );
+    // The CSV went to stdout, beside the tables.
+    assert!(stdout.contains(trie::results::CSV_HEADER), "{stdout}");
+    assert!(stdout.contains("Per-trace metrics"));
+    // The event log went down descriptor 3.
+    let lines = events.join().unwrap();
+    let ok = lines
+        .lines()
+        .filter(|l| l.contains("\"status\":\"ok\""))
+        .count();
+    assert_eq!(ok as u64, s.http_requests);
+}
+
+#[test]
+fn a_closed_or_full_stdout_exits_1_and_keeps_the_files() {
+    let dir = temp_file("x", "").parent().unwrap().to_path_buf();
+    let (sim, _rx) = fast_sim(fast());
+    let wl = small_workload();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "--workload",
+            wl.to_str().unwrap(),
+            "--endpoint",
+            &sim.url(),
+            "--duration",
+            "0.5",
+            "-q",
+            "--output",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // stdout on a full device.
+    let out = dir.join("full.json");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = trie_bin().args(args(&out)).stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write to standard output"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        trie::results::Results::read(&out)
+            .unwrap()
+            .summary
+            .completed_requests
+            > 0
+    );
+    // stdout a pipe whose reader is gone (`| true`).
+    let out = dir.join("closed.json");
+    let mut child = trie_bin()
+        .args(args(&out))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(results_ok(&out));
+    // The event log on a full device: exit 1, the error names it.
+    let out = dir.join("events-full.json");
+    let mut a = args(&out);
+    a.extend(["--events".to_string(), "/dev/full".to_string()]);
+    let o = trie_bin().args(&a).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--events /dev/full: write failed"), "{err}");
+    assert!(results_ok(&out));
+}
+
+fn results_ok(p: &Path) -> bool {
+    trie::results::Results::read(p).is_ok()
+}
+
+#[test]
+fn a_full_disk_never_leaves_a_torn_event_line() {
+    use std::os::unix::process::CommandExt;
+    let dir = temp_file("x", "").parent().unwrap().to_path_buf();
+    let events = dir.join("e.jsonl");
+    let (sim, _rx) = fast_sim(fast());
+    let mut cmd = trie_bin();
+    cmd.args([
+        "--workload",
+        small_workload().to_str().unwrap(),
+        "--endpoint",
+        &sim.url(),
+        "--duration",
+        "1",
+        "-q",
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    // A disk that is full after 3,000 bytes: writes past it fail (EFBIG),
+    // the one that crosses it only partly succeeds.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 3000,
+                rlim_max: 3000,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--events") && err.contains("write failed"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(text.len() <= 3000 && text.len() > 500, "{}", text.len());
+    assert!(text.ends_with('\n'), "a torn last line: {text}");
+    assert!(jsonl(&events).iter().all(|e| e["status"].is_string()));
+}
+
+#[test]
+fn a_fifo_without_a_reader_is_waited_for_until_one_signal() {
+    let _cpu = crate::util::cpu_exclusive();
+    let dir = temp_file("x", "").parent().unwrap().to_path_buf();
+    let pipe_path = dir.join("nobody.fifo");
+    fifo(&pipe_path);
+    let server = crate::scripted::scripted(crate::scripted::normal);
+    let child = trie_bin()
+        .args([
+            "--workload",
+            small_workload().to_str().unwrap(),
+            "--endpoint",
+            &server.url,
+            "--model",
+            "m",
+            "--tokenizer",
+            "data/tokenizer.json",
+            "--output",
+            pipe_path.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let signalled = std::time::Instant::now();
+    signal(child.id(), "INT");
+    let o = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(1), "exit after {took:?}");
+    assert!(err.contains("waiting for a reader"), "{err}");
+    assert_eq!(
+        server.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was sent"
+    );
+}
+
+#[test]
+fn the_open_file_limit_is_raised_or_the_run_refused() {
+    let _cpu = crate::util::cpu_exclusive();
+    use std::os::unix::process::CommandExt;
+    let sim = SimChild::instant(&[]);
+    let run_with = |soft: u64, hard: Option<u64>| {
+        let mut cmd = trie_bin();
+        cmd.args([
+            "--workload",
+            small_workload().to_str().unwrap(),
+            "--endpoint",
+            &sim.url,
+            "--concurrency",
+            "600",
+            "--duration",
+            "1.5",
+            "-q",
+        ]);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = soft;
+                if let Some(h) = hard {
+                    lim.rlim_max = h;
+                }
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+        cmd.output().unwrap()
+    };
+    // `ulimit -n 256`: raised to the hard limit, and no failure of trie's own
+    // making is blamed on the server.
+    let o = run_with(256, None);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!out.contains("Failures"), "{out}");
+    assert!(err.contains("failed_requests=0"), "{err}");
+    // `ulimit -Hn 256`: refused before anything is sent.
+    let o = run_with(256, Some(256));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--concurrency 600 needs about 664 open files") && err.contains("ulimit -Hn"),
+        "{err}"
+    );
+}

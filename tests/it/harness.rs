@@ -599,45 +599,17 @@ fn kept_alive_connections_the_server_closed_are_reconnected_not_failed() {
 
 #[test]
 fn a_server_that_drops_every_request_gets_no_extra_sends() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     // Answers the model list and the preflight probe, then reads every
     // completion request and closes without a word.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let posts = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen = posts.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let (mut first, mut len) = (String::new(), 0usize);
-            if r.read_line(&mut first).is_err() {
-                continue;
-            }
-            let mut line = String::new();
-            while r.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            let json = if first.starts_with("GET") {
-                r#"{"data":[{"id":"m"}]}"#.to_string()
-            } else if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                r#"{"choices":[{"text":" a b c d","finish_reason":"length"}],"usage":{"prompt_tokens":17,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}}"#.to_string()
-            } else {
-                continue; // dropped: read, then closed
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-                json.len()
-            );
+    let server = crate::scripted::scripted(|req, c| {
+        if !req.is_trace() {
+            return crate::scripted::normal(req, c);
         }
+        crate::scripted::After::Close
     });
+    let url = server.url.clone();
+    let posts = server.requests.clone();
     let path = temp_file("w.jsonl", &row(40, &[3], &[10], 0.0, 3));
     let s = run(
         &Config::new(path.to_str().unwrap(), &url)
@@ -656,8 +628,8 @@ fn a_server_that_drops_every_request_gets_no_extra_sends() {
         "no request ever succeeded, so no pooled connection"
     );
     // One attempt and one retry per trace, no more (the trace in flight at
-    // the deadline may have sent one or two).
-    let sent = posts.load(Ordering::SeqCst) as u64 - 1;
+    // the deadline may have sent one or two). Two requests were the preflight.
+    let sent = posts.load(Ordering::SeqCst) as u64 - 2;
     assert!(
         (2 * s.failed_requests..=2 * s.failed_requests + 2).contains(&sent),
         "{sent} completion requests for {} failed traces",

@@ -37,6 +37,22 @@ fn malformed_inputs_exit_2_and_send_nothing() {
     let empty_dir = dir.join("no-tokenizer");
     std::fs::create_dir_all(&empty_dir).unwrap();
     let bad_tok = file("tokenizer.json", "{\"not\": \"a tokenizer\"");
+    // Inputs a careless output flag could destroy: copies, so that a
+    // failing check (on older code) harms nothing of the repository's.
+    let wl_copy = file("copy.jsonl", &good);
+    let tok_copy = file(
+        "tokenizer.json",
+        &std::fs::read_to_string("data/tokenizer.json").unwrap(),
+    );
+    let hard_link = dir.join("hard-link.jsonl");
+    let _ = std::fs::remove_file(&hard_link);
+    std::fs::hard_link(&wl_copy, &hard_link).unwrap();
+    let sym_link = dir.join("sym-link.jsonl");
+    let _ = std::fs::remove_file(&sym_link);
+    std::os::unix::fs::symlink(&wl_copy, &sym_link).unwrap();
+    let out_dir = temp_file("x", "").parent().unwrap().to_path_buf();
+    let out = |name: &str| out_dir.join(name).to_str().unwrap().to_string();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
 
     // (what, args before the common ones, expected message parts)
     let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
@@ -265,6 +281,111 @@ fn malformed_inputs_exit_2_and_send_nothing() {
             ],
             vec!["are the same file"],
         ),
+        (
+            "the same file through ./",
+            s(&["--output", &out("r.json"), "--csv", &out("./r.json")]),
+            vec!["are the same file"],
+        ),
+        (
+            "output over the workload",
+            s(&["--workload", &wl_copy, "--output", &wl_copy]),
+            vec!["is the workload", "would overwrite it"],
+        ),
+        (
+            "event log over the tokenizer",
+            s(&["--tokenizer", &tok_copy, "--events", &tok_copy]),
+            vec!["--events", "is the tokenizer"],
+        ),
+        (
+            "output over a hard link of the workload",
+            s(&["--workload", &wl_copy, "--csv", hard_link.to_str().unwrap()]),
+            vec!["--csv", "is the workload"],
+        ),
+        (
+            "output over a symlink to the workload",
+            s(&[
+                "--workload",
+                &wl_copy,
+                "--output-metrics",
+                sym_link.to_str().unwrap(),
+            ]),
+            vec!["--output-metrics", "is the workload"],
+        ),
+        (
+            "output where no file can be created",
+            s(&["--output", "/proc/r.json"]),
+            vec!["--output /proc/r.json", "cannot create files in /proc"],
+        ),
+        (
+            "csv where no file can be created",
+            s(&["--csv", "/proc/sys/r.csv"]),
+            vec!["--csv", "cannot create files in /proc/sys"],
+        ),
+        (
+            "tool latency 1e19",
+            s(&["--workload", &wl_row(&good.replace("[0.0]", "[1e19]"))]),
+            vec![
+                ":2:",
+                "tool_call_latency[0]",
+                "too large: at most 1000000 seconds",
+            ],
+        ),
+        (
+            "tool latency 1e308",
+            s(&["--workload", &wl_row(&good.replace("[0.0]", "[1e308]"))]),
+            vec![":2:", "tool_call_latency[0]", "too large"],
+        ),
+        (
+            "a prompt of a billion tokens",
+            s(&[
+                "--workload",
+                &wl_row(&good.replace(":100,", ":1000000000,")),
+            ]),
+            vec![
+                ":2:",
+                "input_prompt_length 1000000000 is too large: at most 2097152",
+            ],
+        ),
+        (
+            "arrival rate 1e-300",
+            s(&["--arrival-rate", "1e-300"]),
+            vec!["--arrival-rate", "out of range"],
+        ),
+        (
+            "duration 1e19",
+            s(&["--duration", "1e19"]),
+            vec!["--duration", "too large: at most 1000000 seconds"],
+        ),
+        (
+            "timeout 1e30",
+            s(&["--timeout", "1e30"]),
+            vec!["--timeout", "too large"],
+        ),
+        (
+            "progress interval 1e19",
+            s(&["--progress-interval", "1e19"]),
+            vec!["--progress-interval", "too large"],
+        ),
+        (
+            "progress interval that floods",
+            s(&["--progress-interval", "0.01"]),
+            vec!["--progress-interval must be at least 0.1 seconds"],
+        ),
+        (
+            "concurrency of twenty digits",
+            s(&["--concurrency", "99999999999999999999"]),
+            vec!["--concurrency", "too large: at most 65536"],
+        ),
+        (
+            "endpoint with another flag inside",
+            s(&["--endpoint", "http://127.0.0.1:1 --model m"]),
+            vec!["--endpoint", "contains spaces"],
+        ),
+        (
+            "SSE line cap below 1 KiB",
+            s(&["--max-line-bytes", "10"]),
+            vec!["--max-line-bytes must be at least 1024"],
+        ),
     ];
     assert!(cases.len() >= 25);
     let (url, connections) = trap();
@@ -297,10 +418,28 @@ fn malformed_inputs_exit_2_and_send_nothing() {
             "{what}: reached the server"
         );
     }
-    // The trap does count: a good command line reaches it.
+    // Nothing an output check refused was touched.
+    assert_eq!(std::fs::read_to_string(&wl_copy).unwrap(), good);
+    assert!(
+        std::fs::symlink_metadata(&sym_link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(trie::tokenizer::Tokenizer::from_file(std::path::Path::new(&tok_copy)).is_ok());
+    // The sim's flags are bounded too.
+    let (code, _, err) = trie_run(&["sim", "--fault-stall-secs", "1e19"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--fault-stall-secs") && err.contains("too large"),
+        "{err}"
+    );
+    // The trap does count: a good command line reaches it (a byte-order mark
+    // before the first row is accepted).
+    let bom_wl = file("bom.jsonl", &format!("\u{feff}{good}\n"));
     let (code, _, _) = trie_run(&[
         "--workload",
-        &good_wl,
+        &bom_wl,
         "--endpoint",
         &url,
         "--model",

@@ -3,9 +3,12 @@
 
 mod files;
 mod harness;
+mod hostile;
 mod hub;
 mod inputs;
 mod real;
+mod report;
+mod scripted;
 mod sim;
 #[path = "../../benches/support/mod.rs"]
 mod support;

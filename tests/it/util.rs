@@ -97,9 +97,12 @@ pub fn events(body: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The trie binary.
+/// The trie binary: this build's, or `TRIE_TEST_BIN` when set (to show that a
+/// test fails on another build, such as one before a fix).
 pub fn trie_bin() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trie"));
+    let bin =
+        std::env::var_os("TRIE_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_trie").into());
+    let mut c = std::process::Command::new(bin);
     c.env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         .env_remove("RUST_LOG")

@@ -1,0 +1,135 @@
+//! Golden tests of what trie prints: the tables of a run and `trie compare`,
+//! byte for byte (`TRIE_UPDATE_GOLDEN=1` rewrites the files after a change
+//! meant to alter them), and the width every table must fit.
+
+use std::collections::BTreeMap;
+
+use trie::metrics::{Rates, Stats};
+use trie::report::{FigureMap, MAX_WIDTH, compare, tables};
+use trie::summary::{ArrivalStats, FailureCount, PerTrace, Summary};
+
+fn golden(name: &str, actual: &str) {
+    let path = format!("tests/it/golden/{name}");
+    if std::env::var_os("TRIE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{path} differs (TRIE_UPDATE_GOLDEN=1 rewrites it):\n{actual}"
+    );
+    for line in actual.lines() {
+        assert!(
+            line.chars().count() <= MAX_WIDTH,
+            "{name}: a line of {} columns:\n{line}",
+            line.chars().count()
+        );
+    }
+}
+
+fn stats(base: f64) -> Option<Stats> {
+    Stats::of((1..=20).map(|i| base * i as f64))
+}
+
+fn rates(x: f64) -> Rates {
+    Rates {
+        prompt_tok_per_s: 40.0 * x,
+        cached_prompt_tok_per_s: 30.0 * x,
+        uncached_prompt_tok_per_s: 10.0 * x,
+        completion_tok_per_s: x,
+    }
+}
+
+/// A run with every kind of figure: large and small numbers, absent ones,
+/// the per-GPU column, failures with long messages.
+fn summary() -> Summary {
+    let mut failures = BTreeMap::new();
+    failures.insert(
+        "http_503".to_string(),
+        FailureCount {
+            traces: 3,
+            retried_attempts: 41,
+            examples: vec!["HTTP 503: {\"error\":{\"message\":\"the engine is overloaded, try again later; queue depth 4096 exceeds the configured limit\"}}".into()],
+        },
+    );
+    failures.insert(
+        "bad_usage".to_string(),
+        FailureCount {
+            traces: 1,
+            retried_attempts: 0,
+            examples: vec![
+                "the server reported 18446744073709551615 completion_tokens for max_tokens 64"
+                    .into(),
+            ],
+        },
+    );
+    Summary {
+        stream: true,
+        num_gpus: Some(8),
+        completed_requests: 1234,
+        failed_requests: 4,
+        trace_per_s: 0.6856,
+        wall_time_s: 1800.0,
+        per_trace: PerTrace {
+            latency_s: stats(611.1),
+            ttft_s: stats(0.0123),
+            ttfat_s: stats(45.6),
+            decode_tps: stats(7.89),
+            decode_tpot_ms: stats(0.61),
+            itl_ms: None,
+            cache_hit_rate_pct: stats(4.9),
+            eligible_cache_hit_rate_pct: None,
+            output_tokens_per_turn: stats(12.5),
+            output_tokens_per_trace: stats(104_857.6),
+        },
+        overall: Some(rates(15_250.4)),
+        last_30s_window: None,
+        steady_state: Some(rates(16_686.62)),
+        steady_state_per_gpu: Some(rates(16_686.62).per(8.0)),
+        failures,
+        arrival: Some(ArrivalStats {
+            late_s_p50: None,
+            late_s_p99: None,
+            waited_for_limit: 0,
+        }),
+        ..Summary::default()
+    }
+}
+
+#[test]
+fn the_tables_of_a_run() {
+    golden("tables.txt", &tables(&summary()));
+    // Nothing completed: absent figures print as –, never 0.000.
+    let empty = Summary {
+        stream: true,
+        overall: Some(Rates::default()),
+        ..Summary::default()
+    };
+    golden("tables-empty.txt", &tables(&empty));
+}
+
+#[test]
+fn trie_compare_side_by_side() {
+    let a: FigureMap = [
+        ("completed_requests", Some(100.0)),
+        ("trace_per_s", Some(0.5)),
+        ("steady_state_completion_tok_per_s", Some(1500.25)),
+        ("ttft_s_p50", Some(0.25)),
+        ("ttft_s_p99", None),
+        ("itl_ms_p50", None),
+        ("prompt_token_mismatches", Some(0.0)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut b = a.clone();
+    b.insert("completed_requests".into(), Some(120.0));
+    b.insert("trace_per_s".into(), Some(0.6));
+    b.insert("ttft_s_p50".into(), None);
+    b.insert("ttft_s_p99".into(), Some(0.75));
+    b.insert("prompt_token_mismatches".into(), Some(3.0));
+    let text = compare(&[("vllm.json".into(), &a), ("sglang.json".into(), &b)]);
+    // itl_ms_p50 is absent from both runs: its row is left out.
+    assert!(!text.contains("itl_ms_p50"));
+    golden("compare.txt", &text);
+}
