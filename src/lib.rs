@@ -31,34 +31,42 @@
 //!
 //! ```text
 //! feeder ──Job{seq, template}──▶ crossbeam channel ──▶ slot 1..N (OS threads, blocking ureq, SSE)
+//!                                                         │  │ reply texts ⇄ counts
+//!                                                         │  └──▶ tokenizer workers (one per core)
 //!                                                         │  Event (timestamps, usage, failures)
 //!                                                         ▼
 //!                                                   aggregator thread (owns all metrics state)
-//!                                                         │ ├─▶ --events JSONL, a flushed line per request
+//!                                                         │ ├─▶ --events JSONL, a whole line per request
 //!                                                         │ at the deadline / on Ctrl+C / SIGTERM
 //!                                                         ▼
-//!                                                   Summary ──▶ tables · key=value line
+//!                                                   Summary ──▶ tables · key=value line (one printer)
 //!                                                         └──▶ Results ──▶ --output JSON · --csv · --output-metrics
 //! ```
 //!
-//! Before the clock starts, [`run::run`] validates everything that can be wrong
-//! with the input (flags, workload rows, tokenizer, output paths) so that
-//! nothing is sent to a server on bad input, then runs the [`preflight`] (model
-//! listed, one tiny completion: unreachable or failing servers stop here,
-//! shortcomings become warnings). Then one thread per slot takes jobs from the feeder,
-//! builds all synthetic text of its trace, and runs the trace turn by turn. At
-//! the deadline the feeder stops, the shared ureq agent is shut down (which
-//! interrupts every blocked read at once) and the clock stops when every slot
-//! has returned.
+//! Before anything is sent, [`run::run`] validates everything that can be
+//! wrong with the input: flags and workload rows against their bounds
+//! ([`limits`]), the tokenizer, and every output path ([`files`]: resolved,
+//! probed, compared with the inputs); it raises the open-file limit to what
+//! the run needs. Then the [`preflight`] (model listed, one tiny completion:
+//! unreachable or failing servers stop here, shortcomings become warnings).
+//! Then one thread per slot takes jobs from the feeder, builds all synthetic
+//! text of its trace, and runs the trace turn by turn with its own HTTP agent;
+//! replies are counted on the tokenizer's worker threads. At the deadline the
+//! run's [`stop::Stop`] is set: the feeder stops, every slot's agent is shut
+//! down (which interrupts every blocked read at once), and the measured
+//! window ends; the files are written when every slot has returned.
 //!
 //! # Codemap
 //!
 //! - [`cli`] — flags and `key=value` words → [`Config`] / [`sim::SimConfig`].
 //! - [`config`] — the validated run configuration, also the builder API.
+//! - [`limits`] — the bound of every value; open files; the allocator.
 //! - [`workload`] — JSONL loading and validation, dataset aliases.
-//! - [`tokenizer`], [`hub`] — tokenizer resolution (file, dir, Hub cache, download).
+//! - [`tokenizer`], [`hub`] — tokenizer resolution (file, dir, Hub cache,
+//!   download), and the worker threads that count during a run.
 //! - [`prompt`] — exact synthetic text: words that are one token each.
-//! - [`client`] — the ureq agent and one request, streamed line by line.
+//! - [`client`] — the per-slot ureq agents and one request, streamed line by
+//!   line, its end stamped at `[DONE]`, everything a server sends capped.
 //! - [`sse`] — pure parsing of SSE lines and completion chunks.
 //! - [`slot`] — a worker thread running traces; request bodies; context counts.
 //! - [`event`] — the messages slots send.
@@ -67,26 +75,42 @@
 //! - [`summary`] — the one result type; [`report`] renders it (tables, figures,
 //!   `trie compare`).
 //! - [`preflight`] — the endpoint checks before the clock starts.
-//! - [`logging`] — the binary's logger, which never lets wire dumps through.
-//! - [`results`] — the files: results document, CSV, event log, output metrics.
+//! - [`stop`] — the stop token every blocking wait watches.
+//! - [`term`] — the one printer of stdout and stderr.
+//! - [`logging`] — the logger: through the printer, secrets removed, wire
+//!   dumps held back.
+//! - [`redact`] — the registered secrets and their removal from outside text.
+//! - [`results`] — rendering of the files: results document, CSV, event log
+//!   lines, output metrics; [`files`] — where they go and how they are written.
 //! - [`run`] — one benchmark from start to summary.
 //! - [`sim`] — the simulated engine (`trie sim`).
 //!
 //! # Invariants
 //!
 //! - No async runtime; every thread is joined (slots and feeder in one
-//!   `std::thread::scope`, the aggregator before [`run::run`] returns).
+//!   `std::thread::scope`, the aggregator and the tokenizer workers before
+//!   [`run::run`] returns).
 //! - Only the aggregator mutates metrics; slots send plain [`event::Event`]s.
-//!   There is no lock on the token path.
+//!   There is no lock on the token path, and no pool shared between slots.
 //! - The timed path holds only I/O: the timestamp of a line is taken as soon as
 //!   it is read, before parsing; no tokenizer call happens between a request's
 //!   start and its end (replies are counted after, while the tool "runs").
-//! - Secrets live in [`config::Secret`] (redacted `Debug`) and are sent only
-//!   in the `Authorization` header; files record `api_key_set` only.
+//! - No panic ends a run: a panicking trace fails as `internal`, the run goes
+//!   on, and every file is written; no value accepted by validation can
+//!   overflow a clock or an allocation (every one is bounded in [`limits`]).
+//! - No input, device or other result is ever overwritten: outputs are
+//!   resolved and compared by device and inode before anything is sent.
+//! - One Ctrl+C or SIGTERM stops trie within a second in every phase: every
+//!   blocking wait watches a [`stop::Stop`].
+//! - An absent figure is `None` (`null`, `–`), never 0.
+//! - Secrets live in [`config::Secret`] (redacted `Debug`), are sent only in
+//!   the `Authorization` header, and are removed by [`redact`] from every
+//!   outside text and log record; files record `api_key_set` only.
 //! - Synthetic text is a pure function of (seed, trace sequence number,
 //!   segment) and re-tokenizes to exactly the requested count.
 //! - A failed request is data (counted by kind), never an error of the run.
-//! - The API key appears only in the `Authorization` header.
+//! - Memory is bounded by the slots, not the run's length, except the
+//!   per-trace and per-request records the results keep.
 
 pub mod aggregator;
 pub mod cli;

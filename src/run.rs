@@ -28,7 +28,7 @@ use crate::slot::{Job, SlotContext, TraceHook, panic_message, run_slot};
 use crate::stop::Stop;
 use crate::summary::Summary;
 use crate::term;
-use crate::tokenizer::{self, Tokenizer};
+use crate::tokenizer::{self, Tokenizer, Workers};
 use crate::workload;
 
 /// Ways in from outside the run.
@@ -57,6 +57,7 @@ fn check(stop: &Stop) -> Result<()> {
 /// Run the benchmark described by `cfg`.
 pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     cfg.validate()?;
+    limits::tune_allocator();
     let stop = &hooks.interrupt;
     if let Some(key) = &cfg.api_key {
         crate::redact::register(key.expose());
@@ -189,6 +190,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     // The run's own stop: set at the deadline, or by the interrupt.
     let run_stop = Stop::new();
     stop.forward_to(&run_stop);
+    let tokenizer = Workers::start(Arc::new(tok), Some(run_stop.clone()))?;
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let started = SystemTime::now();
     let epoch = Instant::now();
@@ -213,7 +215,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         http: &http,
         workload: &workload,
         synth: &synth,
-        tokenizer: &tok,
+        tokenizer: &tokenizer,
         model_json,
         seed: cfg.seed,
         max_retries: cfg.max_retries,
@@ -294,6 +296,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         Ok(epoch.elapsed())
     });
     drop(ctx);
+    drop(tokenizer);
     let (agg, event_log_error) = aggregator
         .join()
         .map_err(|_| Error::run("the aggregator thread panicked"))?;
@@ -421,6 +424,7 @@ fn aggregate(
     };
     let mut next_tick = epoch + tick;
     let mut next_info = interval.map(|i| epoch + i);
+
     loop {
         match events.recv_deadline(next_tick.min(next_info.unwrap_or(next_tick))) {
             Ok(ev) => {

@@ -14,7 +14,7 @@ use crate::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, trace_id
 use crate::metrics;
 use crate::prompt::{Synth, segment_key};
 use crate::stop::Stop;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Counter, Workers};
 use crate::workload::{Trace, Workload};
 
 /// BOS tokens a server adds to every prompt (vLLM, SGLang, TensorRT-LLM, llama.cpp).
@@ -43,8 +43,8 @@ pub struct SlotContext<'a> {
     pub workload: &'a Workload,
     /// The word generator.
     pub synth: &'a Synth,
-    /// The tokenizer, for counting replies after requests end.
-    pub tokenizer: &'a Tokenizer,
+    /// The tokenizer's threads, for counting replies after requests end.
+    pub tokenizer: &'a Workers,
     /// The model name as a JSON string.
     pub model_json: String,
     /// Seed of all synthetic text.
@@ -82,6 +82,7 @@ impl SlotContext<'_> {
 /// trace (a bug) fails that trace as `internal`; the slot goes on.
 pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
     let client = ctx.http.client(ctx.stop);
+    let counter = ctx.tokenizer.counter();
     // Whether this slot's last request ended well, leaving a kept-alive
     // connection in its pool.
     let mut warm = false;
@@ -94,7 +95,7 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
             if let Some(hook) = ctx.on_trace {
                 hook(job.seq);
             }
-            run_trace(slot, ctx, &client, job, &mut warm, &mut began)
+            run_trace(slot, ctx, &client, &counter, job, &mut warm, &mut began)
         }));
         if let Err(panic) = traced {
             let message = format!("internal error (a bug in trie): {}", panic_message(&panic));
@@ -233,15 +234,21 @@ impl ContextCount {
         self.tail_tokens = 1;
     }
 
-    /// Append a reply, counting it with the tokenizer.
-    pub fn push_reply(&mut self, tok: &Tokenizer, text: &str) {
-        if text.is_empty() {
-            return;
-        }
-        self.tail.push_str(text);
-        let c = tok.count(&self.tail) as u64;
-        self.tokens = self.tokens - self.tail_tokens + c;
-        self.tail_tokens = c;
+    /// The text to count once `reply` is appended: the tail (the last
+    /// synthetic word and the replies since) and the reply.
+    pub fn tail_with(&self, reply: &str) -> String {
+        let mut t = String::with_capacity(self.tail.len() + reply.len());
+        t.push_str(&self.tail);
+        t.push_str(reply);
+        t
+    }
+
+    /// Append a reply: `tail` is [`ContextCount::tail_with`] of it, which
+    /// counts `n` tokens.
+    pub fn push_counted(&mut self, tail: String, n: u64) {
+        self.tokens = self.tokens - self.tail_tokens + n;
+        self.tail = tail;
+        self.tail_tokens = n;
     }
 
     /// Text tokens of the context (no BOS).
@@ -266,6 +273,7 @@ fn run_trace(
     slot: usize,
     ctx: &SlotContext,
     client: &Client,
+    counter: &Counter,
     job: Job,
     warm: &mut bool,
     began: &mut bool,
@@ -345,11 +353,32 @@ fn run_trace(
                 .get(turn)
                 .map(|&s| crate::limits::seconds(s))
                 .unwrap_or_default();
-        // Off the timed path from here on: the request has ended. After the
-        // stop, no tokenizer work: the trace is over, and the run must not
-        // wait for it.
+        // Off the timed path from here on: the request has ended. The reply
+        // (with the context before it) and, when chunks carry several
+        // tokens, each chunk are counted on the tokenizer's threads; after
+        // the stop the slot stops waiting for that.
         log::trace!("{routing_key} turn {turn} reply {:?}", reply.text);
-        let (itl_sum, itl_count) = itl_of(ctx.tokenizer, &reply, ctx.stop.is_set());
+        let more = turn < t.num_turns();
+        let per_chunk = chunk_texts(&reply);
+        let counted_chunks = per_chunk.is_some();
+        let texts: Vec<String> = more
+            .then(|| count.tail_with(&reply.text))
+            .into_iter()
+            .chain(per_chunk.into_iter().flatten())
+            .collect();
+        let counted = if texts.is_empty() {
+            Some((texts, Vec::new()))
+        } else {
+            counter.count(texts, ctx.stop)
+        };
+        let (itl_sum, itl_count) = itl_of(
+            &reply,
+            counted_chunks,
+            counted.as_ref().map(|c| c.1.as_slice()),
+        );
+        let context = counted
+            .filter(|_| more)
+            .and_then(|(mut texts, counts)| Some((texts.swap_remove(0), *counts.first()? as u64)));
         let _ = ctx.events.send(Event::Request(RequestRecord {
             seq: job.seq,
             template: job.template,
@@ -368,13 +397,13 @@ fn run_trace(
             body_fnv1a,
             chat_shaped: reply.chat_shaped,
         }));
-        if turn < t.num_turns() {
-            if ctx.stop.is_set() {
+        if more {
+            let Some((tail, n)) = context.filter(|_| !ctx.stop.is_set()) else {
                 ctx.trace_ended(job.seq, TraceEnd::Cancelled);
                 return;
-            }
+            };
             body.push_text(&reply.text);
-            count.push_reply(ctx.tokenizer, &reply.text);
+            count.push_counted(tail, n);
             let (text, n) = &segments[turn + 1];
             body.push_synthetic(text);
             count.push_synthetic(text, *n);
@@ -391,27 +420,33 @@ fn run_trace(
     });
 }
 
-/// Observed inter-token intervals of a reply. A chunk's token count is 1 when
-/// every chunk carries one token (the count of chunks equals the server's
-/// completion tokens); otherwise each chunk's text is tokenized, unless
-/// `stopped` (then the intervals are left out).
-fn itl_of(tok: &Tokenizer, reply: &Reply, stopped: bool) -> (Duration, u64) {
-    let times: Vec<Duration> = reply.chunks.iter().map(|c| c.at).collect();
+/// The text of each chunk of a reply, when its chunks do not carry one token
+/// each (the count of chunks differs from the server's completion tokens):
+/// they must be counted for the inter-token intervals.
+fn chunk_texts(reply: &Reply) -> Option<Vec<String>> {
     let completion = reply
         .usage
         .map(|u| u.completion_tokens)
-        .unwrap_or(times.len() as u64);
-    let per_chunk: Vec<u64> = if completion == times.len() as u64 {
-        vec![1; times.len()]
-    } else if stopped {
-        return (Duration::ZERO, 0);
-    } else {
+        .unwrap_or(reply.chunks.len() as u64);
+    (completion != reply.chunks.len() as u64).then(|| {
         (0..reply.chunks.len())
-            .map(|i| {
-                tok.count(crate::sse::chunk_text(&reply.text, &reply.chunks, i))
-                    .max(1) as u64
-            })
+            .map(|i| crate::sse::chunk_text(&reply.text, &reply.chunks, i).to_string())
             .collect()
+    })
+}
+
+/// Observed inter-token intervals of a reply: one token per chunk, or, when
+/// `counted`, the chunks' counts at the end of `counts` (absent when they
+/// could not be counted).
+fn itl_of(reply: &Reply, counted: bool, counts: Option<&[usize]>) -> (Duration, u64) {
+    let times: Vec<Duration> = reply.chunks.iter().map(|c| c.at).collect();
+    let per_chunk: Vec<u64> = match (counted, counts) {
+        (false, _) => vec![1; times.len()],
+        (true, Some(c)) if c.len() >= times.len() => c[c.len() - times.len()..]
+            .iter()
+            .map(|&n| n.max(1) as u64)
+            .collect(),
+        (true, _) => return (Duration::ZERO, 0),
     };
     metrics::itl(&times, &per_chunk)
 }

@@ -30,7 +30,7 @@ pub use cache::{PrefixCache, block_hashes};
 
 use crate::error::{Error, Result};
 use crate::prompt::Synth;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Tokenizer, Workers};
 
 /// The model name the sim serves by default; trie uses the bundled tokenizer
 /// for it when no `--tokenizer` is given.
@@ -218,7 +218,7 @@ impl Default for SimConfig {
 /// State shared by every thread of one sim.
 pub(crate) struct Shared {
     pub config: SimConfig,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Workers,
     pub synth: Synth,
     pub cache: Mutex<PrefixCache>,
     pub queue: engine::Queue,
@@ -257,6 +257,7 @@ impl Sim {
             None => Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")?,
         };
         let synth = Synth::new(&tokenizer)?;
+        let tokenizer = Workers::start(Arc::new(tokenizer), None)?;
         // Three descriptors per connection: take what the system allows.
         let _ = crate::limits::ensure_open_files(
             crate::limits::files_needed(config.max_running, true),
