@@ -383,7 +383,11 @@ fn trace_record(seq: u64, a: &Active, end: Duration) -> TraceRecord {
         w[0].prompt_tokens()
             .saturating_add(w[0].completion_tokens())
     }));
-    let pct = |num: u64, den: u64| (den > 0).then(|| 100.0 * num as f64 / den as f64);
+    // A server that never reports cached tokens has no hit rate (not 0 %).
+    let reported = reqs
+        .iter()
+        .any(|r| r.usage.is_some_and(|u| u.cached_tokens.is_some()));
+    let pct = |num: u64, den: u64| (reported && den > 0).then(|| 100.0 * num as f64 / den as f64);
     let out: Vec<u64> = reqs.iter().map(RequestRecord::completion_tokens).collect();
     TraceRecord {
         trace_id: crate::event::trace_id(seq),
@@ -524,6 +528,10 @@ mod tests {
             });
             let mut r = req(0, 0, 5, end_ms, 10, 0, 1);
             r.seq = seq;
+            if seq == 5 {
+                // A server that does not report cached tokens.
+                r.usage.as_mut().unwrap().cached_tokens = None;
+            }
             agg.handle(Event::Request(r));
             agg.handle(Event::TraceEnded {
                 seq,
@@ -550,6 +558,8 @@ mod tests {
         );
         assert_eq!(r.eligible_cache_hit_rate_pct, None);
         assert_eq!(r.cache_hit_rate_pct, Some(0.0));
+        let unreported = s.traces.iter().find(|t| t.seq == 5).unwrap();
+        assert_eq!(unreported.cache_hit_rate_pct, None, "absent, not 0 %");
         assert_eq!(s.per_trace.decode_tps, None);
         assert_eq!(s.per_trace.eligible_cache_hit_rate_pct, None);
         assert!(s.per_trace.latency_s.is_some());

@@ -357,7 +357,7 @@ impl Raw {
                 whole("--max-line-bytes", &v, limits::MAX_LINE_BYTES.2 as u64)? as usize;
         }
         if let Some(v) = self.num_gpus {
-            cfg.num_gpus = Some(whole("--num-gpus", &v, 1_000_000)? as u32);
+            cfg.num_gpus = Some(whole("--num-gpus", &v, limits::MAX_GPUS)? as u32);
         }
         if let Some(s) = self.stream {
             cfg.stream = s;
@@ -549,13 +549,15 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--port" => c.port = whole(f, &v, u16::MAX as u64)? as u16,
             "--model" => c.model = v,
             "--tokenizer" => c.tokenizer = Some(v.into()),
-            "--bos" => c.bos = whole(f, &v, 16)? as usize,
-            "--block-size" => c.block_size = whole(f, &v, 1 << 20)? as usize,
-            "--kv-tokens" => c.kv_tokens = whole(f, &v, 1 << 40)? as usize,
-            "--max-running" => c.max_running = whole(f, &v, 1 << 20)? as usize,
+            "--bos" => c.bos = whole(f, &v, limits::MAX_SIM_BOS)? as usize,
+            "--block-size" => c.block_size = whole(f, &v, limits::MAX_SIM_COUNT)? as usize,
+            "--kv-tokens" => c.kv_tokens = whole(f, &v, limits::MAX_SIM_KV_TOKENS)? as usize,
+            "--max-running" => c.max_running = whole(f, &v, limits::MAX_SIM_COUNT)? as usize,
             "--prefill-tps" => c.prefill_tps = tps(&v)?,
             "--decode-tps" => c.decode_tps = tps(&v)?,
-            "--tokens-per-chunk" => c.tokens_per_chunk = whole(f, &v, 1 << 20)? as usize,
+            "--tokens-per-chunk" => {
+                c.tokens_per_chunk = whole(f, &v, limits::MAX_SIM_COUNT)? as usize
+            }
             "--seed" => c.seed = whole(f, &v, u64::MAX)?,
             "--fault-status-rate" => c.faults.status_rate = rate(f, &v)?,
             "--fault-status" => {
@@ -571,7 +573,9 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--fault-stall-rate" => c.faults.stall_rate = rate(f, &v)?,
             "--fault-stall-secs" => c.faults.stall = secs(f, &v)?,
             "--fault-no-usage-rate" => c.faults.no_usage_rate = rate(f, &v)?,
-            "--eos-after" => c.quirks.eos_after = Some(whole(f, &v, 1 << 32)? as usize),
+            "--eos-after" => {
+                c.quirks.eos_after = Some(whole(f, &v, limits::MAX_SIM_EOS_AFTER)? as usize)
+            }
             _ => unreachable!("checked against `known`"),
         }
     }

@@ -88,8 +88,12 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// How long the rest of a response is read after its end (`[DONE]`, or a
-/// finish reason with usage) before the connection is given up.
+/// finish reason) before the connection is given up.
 pub const DRAIN: Duration = Duration::from_millis(100);
+
+/// How long an error body may take: the server has answered, it may not
+/// hold the slot for `--timeout`.
+pub const AFTER_ANSWER: Duration = Duration::from_secs(1);
 
 /// A failed request.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,8 +144,10 @@ pub struct Reply {
 /// What a request may receive.
 #[derive(Clone, Copy, Debug)]
 pub struct Expect {
-    /// `max_tokens` it asks for: more completion tokens are bad usage.
+    /// `max_tokens` it asks for: far more completion tokens are bad usage.
     pub max_tokens: u64,
+    /// Prompt tokens trie sends (`None`: not known): far more are bad usage.
+    pub prompt_tokens: Option<u64>,
     /// Most bytes of reply text its tokens can make.
     pub max_text_bytes: usize,
 }
@@ -154,11 +160,25 @@ impl Expect {
             (longest_token_bytes * crate::limits::TEXT_BYTES_PER_TOKEN_BYTE).max(64) as u64;
         Expect {
             max_tokens,
-            max_text_bytes: (max_tokens + 16)
+            prompt_tokens: None,
+            max_text_bytes: most_tokens(max_tokens)
                 .saturating_mul(per_token)
                 .min(usize::MAX as u64) as usize,
         }
     }
+
+    /// The prompt tokens trie sends.
+    pub fn prompt(mut self, tokens: u64) -> Expect {
+        self.prompt_tokens = Some(tokens);
+        self
+    }
+}
+
+/// The most tokens a server can truthfully count for `n` asked or sent: a
+/// few more are an engine's own way (an end token counted, a speculative
+/// step overshooting, a template's tokens), far more are impossible.
+fn most_tokens(n: u64) -> u64 {
+    n.saturating_add((n / 10).max(16))
 }
 
 /// What every client of a run shares.
@@ -225,9 +245,14 @@ impl Http {
     }
 }
 
+/// Each connection's input and output buffer.
+const IO_BUFFER: usize = 64 << 10;
+
 /// A load generator's agent configuration: status codes are data, no
 /// redirects (a 3xx is a failure naming its `Location`), one kept-alive
-/// connection (per slot), no compression.
+/// connection (per slot), no compression, 64 KiB buffers each way (ureq's
+/// 128 KiB defaults cost 64 MB at 256 slots; a response header still fits,
+/// and a larger body is written in more pieces).
 fn agent_config(timeout: Duration, connect_timeout: Duration) -> ureq::config::Config {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -239,6 +264,8 @@ fn agent_config(timeout: Duration, connect_timeout: Duration) -> ureq::config::C
         .user_agent(format!("trie/{}", env!("CARGO_PKG_VERSION")))
         .accept_encoding("identity")
         .no_delay(true)
+        .input_buffer_size(IO_BUFFER)
+        .output_buffer_size(IO_BUFFER)
         .build()
 }
 
@@ -311,12 +338,11 @@ impl ReadWindow {
         ReadWindow(false)
     }
 
-    /// Bound reads to `d` from now (once; later calls keep the first bound).
+    /// Bound reads to `d` from now, or to the bound set before if sooner.
     fn open(&mut self, d: Duration) {
-        if !self.0 {
-            READ_DEADLINE.with(|c| c.set(Some(Instant::now() + d)));
-            self.0 = true;
-        }
+        let at = Instant::now() + d;
+        READ_DEADLINE.with(|c| c.set(Some(c.get().filter(|&b| self.0 && b < at).unwrap_or(at))));
+        self.0 = true;
     }
 }
 
@@ -444,10 +470,13 @@ impl Client {
             .to_ascii_lowercase();
         let location = header("location");
         let mut reader = BufReader::with_capacity(32 * 1024, resp.into_body().into_reader());
+        let mut window = ReadWindow::closed();
         if status != 200 {
+            window.open(AFTER_ANSWER);
             return Err(status_failure(status, location.as_deref(), &mut reader));
         }
         if content_type.starts_with("text/html") {
+            window.open(AFTER_ANSWER);
             let mut text = String::new();
             let _ = (&mut reader).take(2048).read_to_string(&mut text);
             return Err(Failure::new(
@@ -463,7 +492,7 @@ impl Client {
         } else {
             read_whole(&mut reader, start, self.max_line, expect.max_text_bytes)
         }?;
-        check_usage(reply.usage, expect.max_tokens)?;
+        check_usage(reply.usage, expect)?;
         Ok(reply)
     }
 }
@@ -483,25 +512,31 @@ fn status_failure(status: u16, location: Option<&str>, reader: &mut impl Read) -
     Failure::new(FailureKind::Http(status), message)
 }
 
-/// Usage no server can truthfully report is a `bad_usage` failure.
-pub fn check_usage(usage: Option<Usage>, max_tokens: u64) -> Result<(), Failure> {
+/// Usage no server can truthfully report is a `bad_usage` failure: more
+/// cached than prompt tokens, or far more prompt or completion tokens than
+/// sent or asked for.
+pub fn check_usage(usage: Option<Usage>, expect: Expect) -> Result<(), Failure> {
     let Some(u) = usage else { return Ok(()) };
+    let bad = |m: String| Err(Failure::new(FailureKind::BadUsage, m));
     if let Some(c) = u.cached_tokens.filter(|&c| c > u.prompt_tokens) {
-        return Err(Failure::new(
-            FailureKind::BadUsage,
-            format!(
-                "the server reported {c} cached_tokens of {} prompt_tokens",
-                u.prompt_tokens
-            ),
+        return bad(format!(
+            "the server reported {c} cached_tokens of {} prompt_tokens",
+            u.prompt_tokens
         ));
     }
-    if u.completion_tokens > max_tokens {
-        return Err(Failure::new(
-            FailureKind::BadUsage,
-            format!(
-                "the server reported {} completion_tokens for max_tokens {max_tokens}",
-                u.completion_tokens
-            ),
+    if u.completion_tokens > most_tokens(expect.max_tokens) {
+        return bad(format!(
+            "the server reported {} completion_tokens for max_tokens {}",
+            u.completion_tokens, expect.max_tokens
+        ));
+    }
+    if let Some(sent) = expect
+        .prompt_tokens
+        .filter(|&p| u.prompt_tokens > most_tokens(p))
+    {
+        return bad(format!(
+            "the server reported {} prompt_tokens for a prompt of {sent}",
+            u.prompt_tokens
         ));
     }
     Ok(())
@@ -564,8 +599,10 @@ pub fn read_stream(
             drain(reader);
             break;
         }
-        if stream.finished && stream.usage.is_some() {
-            // All that is left is [DONE]: wait for it only briefly.
+        if stream.finished {
+            // All that is left is [DONE] (and the usage chunk, which servers
+            // send in the same step when it has not come yet): wait for them
+            // only briefly.
             window.open(DRAIN);
         }
     }
@@ -605,7 +642,8 @@ fn drain(reader: &mut impl BufRead) {
     }
 }
 
-/// Read a whole (non-streamed) JSON body.
+/// Read a whole (non-streamed) JSON body: its end is the end of the JSON
+/// value (stamped there), whenever the server closes the connection.
 pub fn read_whole(
     reader: &mut impl BufRead,
     start: Instant,
@@ -613,18 +651,47 @@ pub fn read_whole(
     max_text: usize,
 ) -> Result<Reply, Failure> {
     let cap = max_line.saturating_add(max_text.saturating_mul(6));
-    let mut body = Vec::new();
-    Read::take(&mut *reader, cap as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(io_failure)?;
+    let mut limited = Read::take(&mut *reader, cap as u64 + 1);
+    let value = serde_json::Deserializer::from_reader(&mut limited)
+        .into_iter::<serde_json::Value>()
+        .next();
     let latency = start.elapsed();
-    if body.len() > cap {
-        return Err(Failure::new(
-            FailureKind::Malformed,
-            format!("a response body larger than {cap} bytes"),
-        ));
-    }
-    let chunk = sse::parse_chunk(&body).map_err(|m| Failure::new(FailureKind::Malformed, m))?;
+    let too_large = limited.limit() == 0;
+    let value = match value {
+        _ if too_large => {
+            return Err(Failure::new(
+                FailureKind::Malformed,
+                format!("a response body larger than {cap} bytes"),
+            ));
+        }
+        Some(Ok(v)) => v,
+        Some(Err(e)) if e.is_io() => return Err(io_failure(e.into())),
+        Some(Err(e)) if e.is_eof() => {
+            return Err(Failure::new(
+                FailureKind::Truncated,
+                "the response body ended before its JSON did",
+            ));
+        }
+        Some(Err(e)) => {
+            return Err(Failure::new(
+                FailureKind::Malformed,
+                format!("malformed response: {e}"),
+            ));
+        }
+        None => {
+            return Err(Failure::new(
+                FailureKind::Malformed,
+                "an empty response body",
+            ));
+        }
+    };
+    let mut window = ReadWindow::closed();
+    window.open(DRAIN);
+    drain(reader);
+    drop(window);
+    let body = value.to_string();
+    let chunk =
+        sse::parse_chunk(body.as_bytes()).map_err(|m| Failure::new(FailureKind::Malformed, m))?;
     if !chunk.has_choice {
         return Err(Failure::new(
             FailureKind::NoChoices,
@@ -742,6 +809,17 @@ pub fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_secret_deep_in_a_stream_error_is_removed_before_the_message_is_cut() {
+        crate::redact::register("sk-straddle-0123456789");
+        let pad = "p".repeat(185);
+        let line = format!(r#"{{"error":{{"message":"{pad} Bearer sk-straddle-0123456789"}}}}"#);
+        let err = crate::sse::parse_chunk(line.as_bytes()).unwrap_err();
+        let f = Failure::new(FailureKind::Malformed, err);
+        assert!(!f.message.contains("sk-str"), "{}", f.message);
+        assert!(f.message.contains(crate::redact::REDACTED), "{}", f.message);
+    }
+
     /// A reader that yields `parts`, waits `linger`, and then fails with
     /// `end` (or EOF).
     struct Fake {
@@ -831,6 +909,33 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_body_ends_with_its_json_not_with_the_connection() {
+        use std::io::ErrorKind::{ConnectionReset, TimedOut};
+        let body = r#"{"choices":[{"index":0,"text":" hi","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        for end in [None, Some(ConnectionReset), Some(TimedOut)] {
+            let mut r = fake(&[body], end);
+            r.get_mut().linger = Duration::from_millis(300);
+            let reply = read_whole(&mut r, Instant::now(), 1 << 20, 1 << 20).unwrap();
+            assert_eq!(reply.text, " hi");
+            assert!(
+                reply.latency < Duration::from_millis(150),
+                "{end:?}: {:?}",
+                reply.latency
+            );
+        }
+        let cut = &body[..40];
+        let kind = |end| {
+            read_whole(&mut fake(&[cut], end), Instant::now(), 1 << 20, 1 << 20)
+                .unwrap_err()
+                .kind
+        };
+        assert_eq!(kind(None), FailureKind::Truncated);
+        assert_eq!(kind(Some(ConnectionReset)), FailureKind::Reset);
+        let e = read_whole(&mut fake(&["<html>"], None), Instant::now(), 1024, 10).unwrap_err();
+        assert_eq!(e.kind, FailureKind::Malformed);
+    }
+
+    #[test]
     fn lines_and_text_are_capped() {
         let long = format!("data: {}\n", "x".repeat(5000));
         let e = read_stream(&mut fake(&[&long], None), Instant::now(), 1024, 1 << 20);
@@ -867,11 +972,23 @@ mod tests {
                 cached_tokens: k,
             })
         };
-        assert!(check_usage(u(10, 4, Some(10)), 4).is_ok());
-        assert!(check_usage(None, 4).is_ok());
-        let e = check_usage(u(10, 4, Some(11)), 4).unwrap_err();
+        let four = Expect::new(4, 4).prompt(10);
+        assert!(check_usage(u(10, 4, Some(10)), four).is_ok());
+        assert!(check_usage(None, four).is_ok());
+        // An engine's own slack is not impossible: an end token, a
+        // speculative step, a template's tokens.
+        assert!(check_usage(u(26, 20, Some(0)), four).is_ok());
+        assert!(check_usage(u(10, 21, Some(0)), four).is_err());
+        assert!(check_usage(u(27, 4, Some(0)), four).is_err());
+        assert!(check_usage(u(u64::MAX, 4, None), Expect::new(4, 4)).is_ok());
+        let e = check_usage(u(u64::MAX, 4, Some(1)), four).unwrap_err();
+        assert!(
+            e.message.contains("prompt_tokens for a prompt of 10"),
+            "{e:?}"
+        );
+        let e = check_usage(u(10, 4, Some(11)), four).unwrap_err();
         assert_eq!(e.kind, FailureKind::BadUsage);
-        let e = check_usage(u(10, u64::MAX, None), 4).unwrap_err();
+        let e = check_usage(u(10, u64::MAX, None), four).unwrap_err();
         assert!(
             e.message.contains("18446744073709551615 completion_tokens"),
             "{e:?}"

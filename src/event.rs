@@ -106,7 +106,8 @@ impl RequestRecord {
             .unwrap_or(self.expected_prompt_tokens)
     }
 
-    /// Cached prompt tokens the server reported (0 when absent).
+    /// Cached prompt tokens the server reported (0 when absent; a trace none
+    /// of whose requests reported them has no hit rate at all).
     pub fn cached_tokens(&self) -> u64 {
         self.usage.and_then(|u| u.cached_tokens).unwrap_or(0)
     }

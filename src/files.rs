@@ -9,7 +9,7 @@
 //! - an inherited descriptor (`/dev/stdout`, `/dev/stderr`, `/dev/fd/N`,
 //!   `/proc/self/fd/N`, as process substitution passes): written through a
 //!   duplicate of that descriptor, keeping its offset and append mode;
-//! - any other special file (device, FIFO, socket): opened for writing at
+//! - any other special file (device, FIFO): opened for writing at
 //!   start and written in place; a FIFO without a reader is waited for, and
 //!   the wait ends at once on Ctrl+C.
 //!
@@ -47,6 +47,22 @@ impl Identity {
             ino: m.ino(),
         }
     }
+}
+
+/// Whether any of `files` is this process's standard output (`/dev/stdout`,
+/// `/dev/fd/1`, or the file stdout is redirected to): the tables then go to
+/// stderr, so that the file on stdout stays whole.
+pub fn any_is_stdout(files: &Files) -> bool {
+    let Ok(out) = std::fs::metadata("/proc/self/fd/1") else {
+        return false;
+    };
+    let out = Identity::of(&out);
+    files.all().into_iter().any(|(_, p)| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            let id = Identity::of(&m);
+            id.dev == out.dev && id.ino == out.ino
+        })
+    })
 }
 
 /// An input file, for the clash check.
@@ -377,7 +393,7 @@ fn probe_dir(flag: &str, shown: &Path, target: &Path) -> Result<()> {
     }
 }
 
-/// Open a device, FIFO or socket for writing. A FIFO without a reader is
+/// Open a device or FIFO for writing. A FIFO without a reader is
 /// waited for (it cannot be opened until one comes) until `stop`.
 fn open_special(flag: &str, path: &Path, fifo: bool, stop: &Stop) -> Result<File> {
     let started = Instant::now();
@@ -429,9 +445,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    // A name nobody can guess, created only if new (never through a planted
+    // symlink), with the permissions of the file it replaces.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}-{nonce:x}-{n}", std::process::id()));
     let r = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        if let Ok(m) = std::fs::metadata(path) {
+            f.set_permissions(m.permissions())?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -522,6 +548,23 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_file_keeps_its_permissions_and_no_temporary_is_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("trie-wa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("r.json");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&p, b"new").unwrap();
+        write_atomic(&p, b"newer").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "newer");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn descriptors_are_recognised_by_name() {

@@ -101,7 +101,8 @@
 //! - No input, device or other result is ever overwritten: outputs are
 //!   resolved and compared by device and inode before anything is sent.
 //! - One Ctrl+C or SIGTERM stops trie within a second in every phase: every
-//!   blocking wait watches a [`stop::Stop`].
+//!   blocking wait watches a [`stop::Stop`] (a TCP connect, ureq's, is the
+//!   one wait that does not: it is bounded by `--connect-timeout`).
 //! - An absent figure is `None` (`null`, `–`), never 0.
 //! - Secrets live in [`config::Secret`] (redacted `Debug`), are sent only in
 //!   the `Authorization` header, and are removed by [`redact`] from every

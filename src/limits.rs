@@ -34,6 +34,22 @@ pub const MAX_TURNS: usize = 100_000;
 /// body): 16 MiB, 1 KiB, 1 GiB.
 pub const MAX_LINE_BYTES: (usize, usize, usize) = (16 << 20, 1 << 10, 1 << 30);
 
+/// Most GPUs (`--num-gpus`).
+pub const MAX_GPUS: u64 = 1_000_000;
+
+/// Most BOS tokens the sim counts (`trie sim --bos`).
+pub const MAX_SIM_BOS: u64 = 16;
+
+/// Largest sim block size, running sequences and tokens per chunk (`trie
+/// sim --block-size`, `--max-running`, `--tokens-per-chunk`).
+pub const MAX_SIM_COUNT: u64 = 1 << 20;
+
+/// Largest sim KV capacity, tokens (`trie sim --kv-tokens`).
+pub const MAX_SIM_KV_TOKENS: u64 = 1 << 40;
+
+/// Latest sim `--eos-after`, tokens.
+pub const MAX_SIM_EOS_AFTER: u64 = 1 << 32;
+
 /// Bytes of reply text one completion token may take at most, times the
 /// tokenizer's longest token (a token of partial UTF-8 can come back as
 /// several replacement characters).
@@ -57,9 +73,9 @@ pub fn files_needed(slots: usize, in_process_sim: bool) -> u64 {
     64 + (slots as u64) * per_slot
 }
 
-/// Raise the soft open-file limit to the hard limit when it is below
-/// `needed`; an error (with the fix) when even the hard limit is below.
-/// `what` names the cause (`--concurrency 1000`).
+/// Raise the soft open-file limit towards `needed` (as far as the hard
+/// limit allows); an error (with the fix) when it stays below. `what` names
+/// the cause (`--concurrency 1000`).
 pub fn ensure_open_files(needed: u64, what: &str) -> Result<(), String> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -72,14 +88,8 @@ pub fn ensure_open_files(needed: u64, what: &str) -> Result<(), String> {
     if lim.rlim_cur >= needed {
         return Ok(());
     }
-    if lim.rlim_max < needed {
-        return Err(format!(
-            "{what} needs about {needed} open files, but this process may open at most {} (ulimit -Hn); lower it or raise the limit",
-            lim.rlim_max
-        ));
-    }
     let raised = libc::rlimit {
-        rlim_cur: lim.rlim_max,
+        rlim_cur: needed.min(lim.rlim_max),
         rlim_max: lim.rlim_max,
     };
     // SAFETY: as above.
@@ -93,24 +103,87 @@ pub fn ensure_open_files(needed: u64, what: &str) -> Result<(), String> {
     log::debug!(
         "raised the open-file limit from {} to {}",
         lim.rlim_cur,
-        lim.rlim_max
+        raised.rlim_cur
     );
+    if lim.rlim_max < needed {
+        return Err(format!(
+            "{what} needs about {needed} open files, but this process may open at most {} (ulimit -Hn); lower it or raise the limit",
+            lim.rlim_max
+        ));
+    }
     Ok(())
 }
 
-/// Tune glibc's allocator for one thread per slot: at most two arenas (the
-/// default, eight per core, spreads memory freed by hundreds of threads
-/// over heaps none of them reuses), and a fixed mmap threshold of 128 KiB
-/// (glibc raises it after each large free, after which request bodies and
-/// prompts of every size are carved from, and fragment, those heaps). Every
-/// large buffer then goes back to the system when freed (README,
-/// Performance, has the soak's figures). No effect outside glibc.
+/// glibc tunable trie runs with: no per-thread cache of freed blocks.
+const TCACHE_OFF: &str = "glibc.malloc.tcache_count=0";
+
+/// Set (to the user's own `GLIBC_TUNABLES`, after a `+`, or to `-` when
+/// there was none) in the environment of trie's second start.
+const USER_TUNABLES: &str = "TRIE_USER_GLIBC_TUNABLES";
+
+/// Tune glibc's allocator for one thread per slot; for the binary's `main`,
+/// before any thread starts (it may start trie again). No effect outside
+/// glibc.
+///
+/// - No per-thread cache of freed blocks (tcache). glibc keeps up to seven
+///   freed blocks of each of 64 sizes per thread; hundreds of slot threads
+///   fill theirs slowly, and a 256-slot soak grew by 1.5 MB a minute for
+///   half an hour. The cache is set only by `GLIBC_TUNABLES` at process
+///   start, so trie starts itself again (same pid, arguments and streams)
+///   with it added; the user's own value is put back for child processes,
+///   and a user's own `tcache_count` is respected.
+/// - At most two arenas (the default, eight per core, spreads memory freed
+///   by hundreds of threads over heaps none of them reuses), and a fixed
+///   mmap threshold of 128 KiB (glibc raises it after each large free, after
+///   which request bodies of every size are carved from, and fragment, the
+///   heaps): every large buffer goes back to the system when freed.
+///
+/// README (Performance, soak) has the figures.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    {
+        use std::os::unix::process::CommandExt;
+        match std::env::var_os(USER_TUNABLES) {
+            Some(user) => {
+                // The second start: the environment back as the user had it.
+                let user = user.to_string_lossy().into_owned();
+                // SAFETY: no other thread runs yet (see the contract above).
+                unsafe {
+                    match user.strip_prefix('+') {
+                        Some(v) => std::env::set_var("GLIBC_TUNABLES", v),
+                        None => std::env::remove_var("GLIBC_TUNABLES"),
+                    }
+                    std::env::remove_var(USER_TUNABLES);
+                }
+            }
+            None => {
+                let user = std::env::var("GLIBC_TUNABLES").ok();
+                let own = user.as_deref().is_some_and(|u| u.contains("tcache_count"));
+                if let (false, Ok(exe)) = (own, std::env::current_exe()) {
+                    let (tunables, saved) = match &user {
+                        Some(u) => (format!("{u}:{TCACHE_OFF}"), format!("+{u}")),
+                        None => (TCACHE_OFF.to_string(), "-".to_string()),
+                    };
+                    let mut args = std::env::args_os();
+                    let mut again = std::process::Command::new(exe);
+                    if let Some(arg0) = args.next() {
+                        again.arg0(arg0);
+                    }
+                    // Returns only when the exec failed: run untuned then.
+                    let err = again
+                        .args(args)
+                        .env("GLIBC_TUNABLES", tunables)
+                        .env(USER_TUNABLES, saved)
+                        .exec();
+                    log::debug!("running with glibc's thread cache: {err}");
+                }
+            }
+        }
+        // SAFETY: mallopt only sets allocator parameters.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        }
     }
 }
 

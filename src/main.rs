@@ -90,7 +90,13 @@ fn execute(cmd: Command, progress: bool) -> i32 {
             };
             match trie::run::run(&config, &hooks) {
                 Ok(summary) => {
-                    let printed = print(&format!("{}\n", trie::report::tables(&summary)));
+                    let tables = format!("{}\n", trie::report::tables(&summary));
+                    let printed = if trie::files::any_is_stdout(&config.files) {
+                        term::line(tables.trim_end());
+                        0
+                    } else {
+                        print(&tables)
+                    };
                     for e in &summary.file_errors {
                         term::line(&format!("error: {e}"));
                     }

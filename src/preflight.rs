@@ -312,7 +312,7 @@ pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
     }
     let Some(u) = reply.usage else {
         out.push(
-            "the server sent no usage: completion tokens fall back to max_tokens and cache columns will be zero"
+            "the server sent no usage: completion tokens fall back to max_tokens and cache hit rates will be absent"
                 .to_string(),
         );
         return out;
@@ -325,7 +325,7 @@ pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
     }
     if u.cached_tokens.is_none() {
         out.push(
-            "the server reports no cached_tokens (usage.prompt_tokens_details): cache columns will be zero (vLLM: --enable-prompt-tokens-details)"
+            "the server reports no cached_tokens (usage.prompt_tokens_details): cache hit rates will be absent (vLLM: --enable-prompt-tokens-details)"
                 .to_string(),
         );
     }

@@ -13,10 +13,15 @@ pub const REDACTED: &str = "<redacted>";
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
+/// Shorter keys are placeholders (`EMPTY`, `x`), not secrets: replacing
+/// them would mangle every number and name trie prints.
+pub const MIN_SECRET_CHARS: usize = 8;
+
 /// Register a secret (and its JSON-escaped form): from now on [`clean`]
-/// removes it. Empty strings are ignored. Secrets are never unregistered.
+/// removes it. Strings under [`MIN_SECRET_CHARS`] are ignored. Secrets are
+/// never unregistered.
 pub fn register(secret: &str) {
-    if secret.is_empty() {
+    if secret.chars().count() < MIN_SECRET_CHARS {
         return;
     }
     let escaped = serde_json::to_string(secret).unwrap_or_default();
@@ -57,6 +62,8 @@ mod tests {
     fn registered_secrets_are_replaced_wherever_they_appear() {
         register("sk-unit-\"quoted\"-7");
         register("");
+        register("EMPTY");
+        assert_eq!(clean("EMPTY 1 x"), "EMPTY 1 x");
         let echoed = r#"{"error":"bad key Bearer sk-unit-\"quoted\"-7"}"#;
         assert_eq!(clean(echoed), r#"{"error":"bad key Bearer <redacted>"}"#);
         assert_eq!(

@@ -127,7 +127,7 @@ pub struct Deadline {
     pub stopped_at_s: f64,
     /// Traces in flight at the stop (cancelled).
     pub cancelled_traces: u64,
-    /// Requests cut off in flight at the stop.
+    /// Requests cut off in flight, or while waiting to be retried, at the stop.
     pub cancelled_requests: u64,
 }
 

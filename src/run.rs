@@ -57,7 +57,6 @@ fn check(stop: &Stop) -> Result<()> {
 /// Run the benchmark described by `cfg`.
 pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     cfg.validate()?;
-    limits::tune_allocator();
     let stop = &hooks.interrupt;
     if let Some(key) = &cfg.api_key {
         crate::redact::register(key.expose());
@@ -94,16 +93,23 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         }
     };
     let mut outputs = Outputs::prepare(&cfg.files, &inputs, stop)?;
-    let event_log = outputs.event_log()?;
     let load_flag = match cfg.load {
         LoadModel::Closed { concurrency } => format!("--concurrency {concurrency}"),
         LoadModel::Open { max_inflight, .. } => format!("--max-inflight {max_inflight}"),
     };
-    limits::ensure_open_files(
+    let enough = limits::ensure_open_files(
         limits::files_needed(cfg.max_slots(), cfg.endpoint == Endpoint::Sim),
         &load_flag,
-    )
-    .map_err(Error::Usage)?;
+    );
+    match (enough, &cfg.load) {
+        (Ok(()), _) => {}
+        // The open loop reaches --max-inflight only when the server falls
+        // far behind: a request beyond the limit then fails as `client`.
+        (Err(e), LoadModel::Open { .. }) => {
+            log::warn!("{e}; requests beyond it will fail as `client`")
+        }
+        (Err(e), LoadModel::Closed { .. }) => return Err(Error::Usage(e)),
+    }
     check(stop)?;
 
     // The endpoint: a URL, or the simulated engine in-process.
@@ -156,6 +162,9 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     )?;
     drop(preflight_client);
     check(stop)?;
+    // Created (truncated) only now, once every input is known and checked:
+    // a run refused before its clock starts leaves an old log as it was.
+    let event_log = outputs.event_log()?;
     let tok = probe.tokenizer;
     let run_config = RunConfig::new(
         cfg,
@@ -311,7 +320,23 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     if interrupted {
         log::warn!("benchmark interrupted");
     }
-    let summary = agg.finish(summary, stopped_at);
+    let base = summary.clone();
+    let summary = catch_unwind(AssertUnwindSafe(|| agg.finish(summary, stopped_at)))
+        .unwrap_or_else(|panic| {
+            // Still a run: its settings and this error go into the files.
+            let message = format!(
+                "internal error (a bug in trie) summarizing the run: {}",
+                panic_message(&panic)
+            );
+            log::error!("{message}");
+            let mut s = base;
+            s.failures
+                .entry(crate::client::FailureKind::Internal.name())
+                .or_default()
+                .examples
+                .push(message);
+            s
+        });
     log::info!(
         "{}",
         report::event_line("benchmark complete", &report::complete_pairs(&summary))
@@ -428,10 +453,13 @@ fn aggregate(
     loop {
         match events.recv_deadline(next_tick.min(next_info.unwrap_or(next_tick))) {
             Ok(ev) => {
-                if let Some(log) = event_log.as_mut() {
-                    log.write(&ev);
-                }
-                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| agg.handle(ev))) {
+                let handled = catch_unwind(AssertUnwindSafe(|| {
+                    if let Some(log) = event_log.as_mut() {
+                        log.write(&ev);
+                    }
+                    agg.handle(ev)
+                }));
+                if let Err(panic) = handled {
                     let message = format!(
                         "internal error (a bug in trie) in the aggregator: {}",
                         panic_message(&panic)
@@ -457,7 +485,8 @@ fn aggregate(
         }
         if now >= next_tick {
             if progress {
-                term::progress(&agg.progress(now - epoch, duration));
+                let line = catch_unwind(AssertUnwindSafe(|| agg.progress(now - epoch, duration)));
+                term::progress(&line.unwrap_or_default());
             }
             next_tick = now + tick;
         }

@@ -99,7 +99,8 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
         }));
         if let Err(panic) = traced {
             let message = format!("internal error (a bug in trie): {}", panic_message(&panic));
-            log::error!("{} slot {slot}: {message}", trace_id(job.seq));
+            // The panic hook (of the binary) has logged it already.
+            log::debug!("{} slot {slot}: {message}", trace_id(job.seq));
             if !began {
                 // Started now, so that its failure is counted.
                 let _ = ctx.events.send(Event::TraceStarted {
@@ -122,13 +123,14 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
     }
 }
 
-/// The text of a caught panic.
+/// The text of a caught panic, on one line and without secrets.
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
+    let raw = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_string())
+        .unwrap_or_else(|| "panic".to_string());
+    crate::client::one_line(&raw)
 }
 
 /// The request body of one trace, grown in place: `{..."prompt":"<context>`
@@ -301,8 +303,9 @@ fn run_trace(
     let mut end_at = started;
     for turn in 0..t.num_requests() {
         let max_tokens = t.max_tokens(turn);
-        let expect = Expect::new(max_tokens as u64, ctx.synth.longest_token_bytes());
         let expected_prompt_tokens = SERVER_BOS + count.tokens();
+        let expect = Expect::new(max_tokens as u64, ctx.synth.longest_token_bytes())
+            .prompt(expected_prompt_tokens);
         let tail = body.finish(max_tokens);
         let body_fnv1a = body.fnv1a();
         let mut report = |f: &Failure, sent: Instant, attempt: u32, next: Next| {
@@ -369,7 +372,14 @@ fn run_trace(
         let counted = if texts.is_empty() {
             Some((texts, Vec::new()))
         } else {
-            counter.count(texts, ctx.stop)
+            match counter.count(texts, ctx.stop) {
+                Ok(c) => c,
+                Err(message) => {
+                    let (kind, message) = (FailureKind::Internal, message);
+                    ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
+                    return;
+                }
+            }
         };
         let (itl_sum, itl_count) = itl_of(
             &reply,

@@ -137,10 +137,8 @@ pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
     let raw: RawChunk =
         serde_json::from_slice(data).map_err(|e| format!("malformed chunk: {e}"))?;
     if let Some(err) = raw.error {
-        return Err(format!(
-            "server error in stream: {}",
-            cut(&err.to_string(), 200)
-        ));
+        // Whole: secrets are removed before the message is shortened.
+        return Err(format!("server error in stream: {err}"));
     }
     let mut chunk = Chunk {
         // Usage without both counts is no usage.
@@ -193,10 +191,6 @@ fn trim_eol(mut line: &[u8]) -> &[u8] {
         line = head;
     }
     line
-}
-
-fn cut(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
 }
 
 /// Why a stream is not a good response.

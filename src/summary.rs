@@ -136,7 +136,7 @@ pub struct Summary {
     pub requests_without_cached_tokens: u64,
     /// Requests that got fewer completion tokens than max_tokens (the server ignored ignore_eos).
     pub short_completions: u64,
-    /// Requests in flight when the run stopped, cut off.
+    /// Requests cut off in flight, or while waiting to be retried, at the stop.
     pub cancelled_requests: u64,
     /// Sends that failed before any answer on a kept-alive connection the
     /// server had closed since the slot's last response, sent again at once on

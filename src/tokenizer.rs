@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
@@ -128,13 +127,19 @@ fn without_cache(mut t: tokenizers::Tokenizer) -> tokenizers::Tokenizer {
 /// spread over 256 slot threads they grew a run's memory by tens of MB over
 /// minutes. Waiting here also lets a slot walk away at once when its run
 /// stops, whatever is being counted.
+///
+/// Dropped, the workers end once their current job is done; nobody waits
+/// for that (a million-token reply takes seconds to count, and a stopped run
+/// must end at once).
 pub struct Workers {
-    jobs: Option<Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
+    jobs: Sender<Job>,
 }
 
-/// A count's id, its texts and their counts.
-type Counted = (u64, Vec<String>, Vec<usize>);
+/// Texts and the token count of each.
+pub type TextsCounted = (Vec<String>, Vec<usize>);
+
+/// A count's id, its texts and their counts (`Err`: the tokenizer panicked).
+type Counted = (u64, Vec<String>, std::result::Result<Vec<usize>, String>);
 
 enum Job {
     /// Count each text; `id` and the texts come back with the counts.
@@ -159,19 +164,14 @@ impl Workers {
             .unwrap_or(1)
             .clamp(1, 16);
         let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
-        let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let (tok, rx, stop) = (tok.clone(), rx.clone(), stop.clone());
-            let t = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("tokenizer-{i}"))
                 .spawn(move || work(&tok, &rx, stop.as_ref()))
                 .map_err(|e| Error::run(format!("cannot start a tokenizer thread: {e}")))?;
-            threads.push(t);
         }
-        Ok(Workers {
-            jobs: Some(jobs),
-            threads,
-        })
+        Ok(Workers { jobs })
     }
 
     /// A counter for one thread's use.
@@ -192,18 +192,9 @@ impl Workers {
             text: text.to_string(),
             back,
         };
-        match self.jobs.as_ref().map(|j| j.send(job)) {
-            Some(Ok(())) => rx.recv().unwrap_or_default(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.jobs.take();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        match self.jobs.send(job) {
+            Ok(()) => rx.recv().unwrap_or_default(),
+            Err(_) => Vec::new(),
         }
     }
 }
@@ -215,30 +206,42 @@ fn work(tok: &Tokenizer, jobs: &Receiver<Job>, stop: Option<&Stop>) {
         }
         match job {
             Job::Count { id, texts, back } => {
-                let counts = texts.iter().map(|t| tok.count(t)).collect();
+                let counts = guarded(|| texts.iter().map(|t| tok.count(t)).collect());
                 let _ = back.send((id, texts, counts));
             }
             Job::Encode { text, back } => {
-                let _ = back.send(tok.encode(&text));
+                let _ = back.send(guarded(|| tok.encode(&text)).unwrap_or_default());
             }
         }
     }
 }
 
+/// `f()`, or the message of its panic (a bug in tokenizers or trie): the
+/// worker lives on.
+fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|p| format!("the tokenizer panicked: {}", crate::slot::panic_message(&p)))
+}
+
 /// One thread's way to the [`Workers`].
 pub struct Counter {
-    jobs: Option<Sender<Job>>,
+    jobs: Sender<Job>,
     back: Sender<Counted>,
     rx: Receiver<Counted>,
     next: std::cell::Cell<u64>,
 }
 
 impl Counter {
-    /// `texts` back with the token count of each; `None` when `stop` is set
-    /// first (the counting may go on, and its result is then ignored).
-    pub fn count(&self, texts: Vec<String>, stop: &Stop) -> Option<(Vec<String>, Vec<usize>)> {
+    /// `texts` back with the token count of each; `Ok(None)` when `stop` is
+    /// set first (the counting may go on, and its result is then ignored);
+    /// `Err` when the tokenizer panicked.
+    pub fn count(
+        &self,
+        texts: Vec<String>,
+        stop: &Stop,
+    ) -> std::result::Result<Option<TextsCounted>, String> {
         if stop.is_set() {
-            return None;
+            return Ok(None);
         }
         let id = self.next.get();
         self.next.set(id + 1);
@@ -247,15 +250,17 @@ impl Counter {
             texts,
             back: self.back.clone(),
         };
-        self.jobs.as_ref()?.send(job).ok()?;
+        if self.jobs.send(job).is_err() {
+            return Ok(None);
+        }
         loop {
             select! {
                 recv(self.rx) -> r => match r {
-                    Ok((got, texts, counts)) if got == id => return Some((texts, counts)),
+                    Ok((got, texts, counts)) if got == id => return counts.map(|c| Some((texts, c))),
                     Ok(_) => continue, // the answer to a count given up on
-                    Err(_) => return None,
+                    Err(_) => return Ok(None),
                 },
-                recv(stop.receiver()) -> _ => return None,
+                recv(stop.receiver()) -> _ => return Ok(None),
             }
         }
     }
@@ -410,10 +415,12 @@ mod tests {
             "a b c".to_string(),
         ];
         let want: Vec<usize> = texts.iter().map(|t| tok.count(t)).collect();
-        assert_eq!(counter.count(texts.clone(), &stop), Some((texts, want)));
+        assert_eq!(counter.count(texts.clone(), &stop), Ok(Some((texts, want))));
         assert_eq!(workers.encode(" hello world"), tok.encode(" hello world"));
         stop.trigger();
-        assert_eq!(counter.count(vec!["x".into()], &stop), None);
+        assert_eq!(counter.count(vec!["x".into()], &stop), Ok(None));
+        let e = guarded(|| -> usize { panic!("boom") }).unwrap_err();
+        assert!(e.contains("boom"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Trace {
     pub tool_call_latency: Vec<f64>,
     /// Tokens of the final answer.
     pub final_assistant_response_length: u32,
+    /// Context tokens before each request (so accounting is O(1) a request).
+    context_before: Vec<u64>,
 }
 
 /// Workload accounting of one request (SPEC §5): what the template says is new,
@@ -56,23 +58,21 @@ impl Trace {
             .unwrap_or(self.final_assistant_response_length)
     }
 
-    /// Workload accounting of request `i`.
+    /// Workload accounting of request `i` (`i` ≤ `num_turns`; beyond it,
+    /// the final request's).
     pub fn turn_tokens(&self, i: usize) -> TurnTokens {
-        let new_prompt = if i == 0 {
-            self.input_prompt_length as u64
-        } else {
-            self.tool_call_output_length[i - 1] as u64
+        let i = i.min(self.num_turns());
+        let new_prompt = match i {
+            0 => self.input_prompt_length as u64,
+            _ => self
+                .tool_call_output_length
+                .get(i - 1)
+                .map_or(0, |&n| n as u64),
         };
-        let context_before: u64 = self.input_prompt_length as u64
-            + (0..i)
-                .map(|j| {
-                    self.assistant_response_length[j] as u64
-                        + self.tool_call_output_length[j] as u64
-                })
-                .sum::<u64>();
+        let context_before = self.context_before.get(i).copied().unwrap_or_default();
         TurnTokens {
             new_prompt,
-            cached_prompt: context_before - new_prompt,
+            cached_prompt: context_before.saturating_sub(new_prompt),
             completion: self.max_tokens(i) as u64,
         }
     }
@@ -291,12 +291,24 @@ fn parse_row(at: &str, line: &str) -> std::result::Result<Trace, String> {
             "{at}: the trace's context would reach {context} tokens, too large: at most {MAX_CONTEXT_TOKENS}"
         ));
     }
+    let context_before = std::iter::once(input_prompt_length as u64)
+        .chain(
+            assistant_response_length
+                .iter()
+                .zip(&tool_call_output_length)
+                .scan(input_prompt_length as u64, |c, (&a, &t)| {
+                    *c += a as u64 + t as u64;
+                    Some(*c)
+                }),
+        )
+        .collect();
     Ok(Trace {
         input_prompt_length,
         assistant_response_length,
         tool_call_output_length,
         tool_call_latency,
         final_assistant_response_length: final_len,
+        context_before,
     })
 }
 

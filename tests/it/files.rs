@@ -603,6 +603,62 @@ fn preflight_stops_unreachable_servers_and_unknown_models() {
 }
 
 #[test]
+fn the_event_log_is_created_only_once_every_input_is_known() {
+    let wl = small_workload();
+    let wl = wl.to_str().unwrap();
+    // A run refused in its preflight leaves an old log as it was.
+    let old = temp_file("old-events.jsonl", "{\"old\":1}\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, err) = trie_run(&[
+        "--workload",
+        wl,
+        "--endpoint",
+        &format!("http://127.0.0.1:{port}"),
+        "--model",
+        "m",
+        "--tokenizer",
+        "data/tokenizer.json",
+        "--events",
+        old.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "{\"old\":1}\n");
+
+    // The tokenizer named by the served model (found in the Hub cache only
+    // after the preflight) is an input too: --events over it is refused.
+    let cache = temp_file("x", "").parent().unwrap().join("hub");
+    let snap = cache.join("models--acme--tiny/snapshots/abc");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(cache.join("models--acme--tiny/refs")).unwrap();
+    std::fs::write(cache.join("models--acme--tiny/refs/main"), "abc").unwrap();
+    let tok = snap.join("tokenizer.json");
+    let bytes = std::fs::read("data/tokenizer.json").unwrap();
+    std::fs::write(&tok, &bytes).unwrap();
+    let sim = SimChild::start(&["--model", "acme/tiny"]);
+    let out = trie_bin()
+        .env("HF_HUB_CACHE", &cache)
+        .args(["--workload", wl, "--endpoint", &sim.url, "--duration", "2"])
+        .args(["--events", tok.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--events") && err.contains("is the tokenizer"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&tok).unwrap(),
+        bytes,
+        "the tokenizer is intact"
+    );
+}
+
+#[test]
 fn preflight_warns_about_servers_that_fall_short() {
     let wl = small_workload();
     for (flags, warning) in [
@@ -827,9 +883,14 @@ fn special_files_symlinks_and_descriptors_are_written_in_place() {
         metrics.join().unwrap().lines().count() as u64,
         s.completed_requests
     );
-    // The CSV went to stdout, beside the tables.
-    assert!(stdout.contains(trie::results::CSV_HEADER), "{stdout}");
-    assert!(stdout.contains("Per-trace metrics"));
+    // The CSV went to stdout, alone (the tables went to stderr): a CSV
+    // reader of stdout sees a header and one row per trace.
+    assert!(stdout.starts_with(trie::results::CSV_HEADER), "{stdout}");
+    assert!(
+        stdout.lines().skip(1).all(|l| l.starts_with("trace-")),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Per-trace metrics"));
     // The event log went down descriptor 3.
     let lines = events.join().unwrap();
     let ok = lines
@@ -996,19 +1057,18 @@ fn the_open_file_limit_is_raised_or_the_run_refused() {
     let _cpu = crate::util::cpu_exclusive();
     use std::os::unix::process::CommandExt;
     let sim = SimChild::instant(&[]);
-    let run_with = |soft: u64, hard: Option<u64>| {
+    let run_with_load = |soft: u64, hard: Option<u64>, load: &[&str]| {
         let mut cmd = trie_bin();
         cmd.args([
             "--workload",
             small_workload().to_str().unwrap(),
             "--endpoint",
             &sim.url,
-            "--concurrency",
-            "600",
             "--duration",
             "1.5",
             "-q",
         ]);
+        cmd.args(load);
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -1027,6 +1087,7 @@ fn the_open_file_limit_is_raised_or_the_run_refused() {
         }
         cmd.output().unwrap()
     };
+    let run_with = |soft, hard| run_with_load(soft, hard, &["--concurrency", "600"]);
     // `ulimit -n 256`: raised to the hard limit, and no failure of trie's own
     // making is blamed on the server.
     let o = run_with(256, None);
@@ -1043,6 +1104,15 @@ fn the_open_file_limit_is_raised_or_the_run_refused() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
         err.contains("--concurrency 600 needs about 664 open files") && err.contains("ulimit -Hn"),
+        "{err}"
+    );
+    // An open loop at a low rate never comes near its default
+    // --max-inflight 4096: a warning, and the run goes on.
+    let o = run_with_load(256, Some(256), &["--arrival-rate", "5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("--max-inflight 4096 needs about") && err.contains("fail as `client`"),
         "{err}"
     );
 }
