@@ -51,7 +51,7 @@ fn main() {
     .to_string();
     std::fs::write(&wl, vec![row; 8192].join("\n")).unwrap();
     let start = Instant::now();
-    let workload = trie::workload::load(&wl).unwrap();
+    let workload = trie::workload::load(&wl, &trie::stop::Stop::new()).unwrap();
     let tok = Tokenizer::from_file(std::path::Path::new(&path)).unwrap();
     let synth = Synth::new(&tok).unwrap();
     let segments = trie::slot::synthesize(&synth, 0, 0, &workload.traces[0]);

@@ -379,10 +379,16 @@ fn trace_record(seq: u64, a: &Active, end: Duration) -> TraceRecord {
     let sum = |it: &mut dyn Iterator<Item = u64>| it.fold(0u64, u64::saturating_add);
     let prompt = sum(&mut reqs.iter().map(RequestRecord::prompt_tokens));
     let cached = sum(&mut reqs.iter().map(RequestRecord::cached_tokens));
-    let eligible = sum(&mut reqs.windows(2).map(|w| {
-        w[0].prompt_tokens()
-            .saturating_add(w[0].completion_tokens())
-    }));
+    // Eligible: what the previous request left in the cache (its prompt and
+    // answer). Only hits on that count, at most all of it: a first request's
+    // hits, or more than its predecessor left, come from other traces.
+    let (eligible, eligible_hit) = reqs.windows(2).fold((0u64, 0u64), |(e, h), w| {
+        let eligible = w[0]
+            .prompt_tokens()
+            .saturating_add(w[0].completion_tokens());
+        let hit = w[1].cached_tokens().min(eligible);
+        (e.saturating_add(eligible), h.saturating_add(hit))
+    });
     // A server that never reports cached tokens has no hit rate (not 0 %).
     let reported = reqs
         .iter()
@@ -402,7 +408,7 @@ fn trace_record(seq: u64, a: &Active, end: Duration) -> TraceRecord {
         decode_tpot_ms: decode_tps.filter(|d| *d > 0.0).map(|d| 1000.0 / d),
         itl_ms: (streaming && itl_n > 0).then(|| 1000.0 * secs(itl_sum) / itl_n as f64),
         cache_hit_rate_pct: pct(cached, prompt),
-        eligible_cache_hit_rate_pct: pct(cached, eligible),
+        eligible_cache_hit_rate_pct: pct(eligible_hit, eligible),
         output_tokens_per_trace: sum(&mut out.iter().copied()),
         output_tokens_per_turn: out,
         retries: reqs.iter().map(|r| r.retries).fold(0, u32::saturating_add),
@@ -466,7 +472,8 @@ mod tests {
             at: Duration::from_millis(1000),
             late: None,
         });
-        agg.handle(Event::Request(req(0, 1000, 100, 1100, 100, 0, 11)));
+        // Turn 0 hits a prefix another trace left: not eligible.
+        agg.handle(Event::Request(req(0, 1000, 100, 1100, 100, 40, 11)));
         agg.handle(Event::Request(req(1, 2600, 50, 2050, 131, 96, 21)));
         agg.handle(Event::TraceEnded {
             seq: 7,
@@ -481,7 +488,7 @@ mod tests {
         // decode: 10 tok / 1.0 s and 20 tok / 2.0 s
         assert_eq!(r.decode_tps, Some(10.0));
         assert_eq!(r.decode_tpot_ms, Some(100.0));
-        assert!((r.cache_hit_rate_pct.unwrap() - 100.0 * 96.0 / 231.0).abs() < 1e-9);
+        assert!((r.cache_hit_rate_pct.unwrap() - 100.0 * 136.0 / 231.0).abs() < 1e-9);
         assert!((r.eligible_cache_hit_rate_pct.unwrap() - 100.0 * 96.0 / 111.0).abs() < 1e-9);
         assert_eq!(r.output_tokens_per_turn, vec![11, 21]);
         // curve: turn 0 adds 100 new prompt; turn 1 adds 20 new + 111 cached.

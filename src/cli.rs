@@ -248,6 +248,13 @@ fn takes_value(flag: &str) -> bool {
 impl Raw {
     /// Store `value` for `flag`.
     fn set(&mut self, flag: &str, value: String) -> Result<()> {
+        // An empty value is a shell variable that was not set: an error,
+        // not a silently absent file or model (an empty key means none).
+        if value.is_empty() && flag != "--api-key" {
+            return Err(Error::usage(format!(
+                "{flag} is empty; pass a value (an unset shell variable?)"
+            )));
+        }
         let slot = match flag {
             "--workload" => &mut self.workload,
             "--endpoint" => &mut self.endpoint,

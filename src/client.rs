@@ -88,8 +88,11 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// How long the rest of a response is read after its end (`[DONE]`, or a
-/// finish reason) before the connection is given up.
-pub const DRAIN: Duration = Duration::from_millis(100);
+/// finish reason) before the connection is given up. It runs within the
+/// trace's tool time (and delays the next turn only by what exceeds it), so
+/// it is short: a well-behaved server's chunked terminator follows `[DONE]`
+/// at once.
+pub const DRAIN: Duration = Duration::from_millis(20);
 
 /// How long an error body may take: the server has answered, it may not
 /// hold the slot for `--timeout`.
@@ -609,7 +612,7 @@ pub fn read_stream(
     drop(window);
     stream.finish().map_err(stream_failure)?;
     Ok(Reply {
-        ttft: stream.first_choice,
+        ttft: stream.ttft(),
         latency: stream
             .done_at
             .or(stream.last_data_at)

@@ -278,6 +278,17 @@ impl Config {
     /// Check every value against its bounds ([`crate::limits`]); errors
     /// name the flag and the allowed range.
     pub fn validate(&self) -> Result<()> {
+        if let Some(at) = self
+            .api_key
+            .as_ref()
+            .and_then(|k| k.expose().chars().position(|c| !c.is_ascii_graphic()))
+        {
+            // Never echo the key itself.
+            return Err(Error::usage(format!(
+                "--api-key has a character that cannot go in an HTTP header (a space, newline or non-ASCII letter) at position {}; check the key (a key file with a trailing newline?)",
+                at + 1
+            )));
+        }
         match self.load {
             LoadModel::Closed { concurrency } => {
                 check_count("--concurrency", concurrency, 1, limits::MAX_SLOTS)?
@@ -351,8 +362,8 @@ fn check_seconds(flag: &str, d: Duration) -> Result<()> {
 }
 
 /// `sim`, or a URL normalised to `scheme://host[:port][/path]/v1`: the
-/// scheme in lowercase, a trailing `/`, `/completions` or
-/// `/chat/completions` dropped, `/v1` added when missing.
+/// scheme in lowercase, a trailing `/` or `/completions` dropped, `/v1`
+/// added when missing; a chat route is refused (not silently swapped).
 pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
     let s = raw.trim();
     if s == "sim" {
@@ -410,11 +421,13 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
         )));
     }
     let mut rest = rest.trim_end_matches('/');
-    for route in ["/chat/completions", "/completions"] {
-        if let Some(base) = rest.strip_suffix(route) {
-            rest = base.trim_end_matches('/');
-            break;
-        }
+    if rest.ends_with("/chat/completions") {
+        return Err(Error::usage(format!(
+            "--endpoint '{raw}' is a chat completions route: trie benchmarks /v1/completions; pass the API base (…/v1)"
+        )));
+    }
+    if let Some(base) = rest.strip_suffix("/completions") {
+        rest = base.trim_end_matches('/');
     }
     let base = if rest.ends_with("/v1") {
         rest.to_string()
@@ -442,7 +455,6 @@ mod tests {
             ("http://[::1]:8000", "http://[::1]:8000/v1"),
             ("HTTP://Host:8000", "http://Host:8000/v1"),
             ("http://h:8000/v1/completions", "http://h:8000/v1"),
-            ("http://h:8000/v1/chat/completions/", "http://h:8000/v1"),
             ("http://h:8000/completions", "http://h:8000/v1"),
         ] {
             assert_eq!(
@@ -464,6 +476,7 @@ mod tests {
             "http://h:8000 --model m",
             "http://h:8000/v1\tx",
             "http://h:80/a b/v1",
+            "http://h:8000/v1/chat/completions/",
         ] {
             assert!(matches!(parse_endpoint(bad), Err(Error::Usage(_))), "{bad}");
         }

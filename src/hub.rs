@@ -22,8 +22,14 @@ pub fn endpoint() -> String {
 
 /// Outcome of a successful download.
 pub struct Downloaded {
-    /// The `X-Repo-Commit` header, when the hub sent one.
+    /// The `X-Repo-Commit` header, when the hub sent a commit id (hex, 7 to
+    /// 64 digits: anything else, such as a path, is ignored).
     pub commit: Option<String>,
+}
+
+/// Whether `rev` is a commit id, safe as a directory name.
+pub fn is_commit(rev: &str) -> bool {
+    (7..=64).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Download `url` to `dest` atomically (temporary sibling + rename), sending
@@ -64,16 +70,25 @@ pub fn download(
         .headers()
         .get("x-repo-commit")
         .and_then(|v| v.to_str().ok())
+        .filter(|v| is_commit(v))
         .map(str::to_string);
     let tmp = dest.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
-        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let max = crate::limits::MAX_DOWNLOAD_BYTES;
+        let mut reader = resp.body_mut().with_config().limit(max + 1).reader();
+        let mut got = 0u64;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = reader.read(&mut buf)?;
             if n == 0 {
                 break;
+            }
+            got += n as u64;
+            if got > max {
+                return Err(std::io::Error::other(format!(
+                    "larger than {max} bytes, too large"
+                )));
             }
             std::io::Write::write_all(&mut file, &buf[..n])?;
         }

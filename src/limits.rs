@@ -34,6 +34,9 @@ pub const MAX_TURNS: usize = 100_000;
 /// body): 16 MiB, 1 KiB, 1 GiB.
 pub const MAX_LINE_BYTES: (usize, usize, usize) = (16 << 20, 1 << 10, 1 << 30);
 
+/// Largest workload file, and largest download from a hub: 1 GiB.
+pub const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
+
 /// Most GPUs (`--num-gpus`).
 pub const MAX_GPUS: u64 = 1_000_000;
 

@@ -39,10 +39,14 @@ pub fn register(secret: &str) {
     all.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// `text` with every registered secret replaced by [`REDACTED`].
+/// `text` with every registered secret replaced by [`REDACTED`], and every
+/// character that would steer a terminal (escape sequences, carriage
+/// return, backspace, bidirectional overrides; not newline or tab) written
+/// as `\u{..}`: a server's words are printed, never obeyed.
 pub fn clean(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read();
-    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+    let has_secret = secrets.iter().any(|s| text.contains(s.as_str()));
+    if !has_secret && !text.chars().any(steers) {
         return Cow::Borrowed(text);
     }
     let mut out = text.to_string();
@@ -51,7 +55,22 @@ pub fn clean(text: &str) -> Cow<'_, str> {
             out = out.replace(s.as_str(), REDACTED);
         }
     }
+    if out.chars().any(steers) {
+        out = out
+            .chars()
+            .map(|c| match steers(c) {
+                true => format!("\\u{{{:x}}}", c as u32),
+                false => c.to_string(),
+            })
+            .collect();
+    }
     Cow::Owned(out)
+}
+
+/// A character a terminal acts on rather than shows.
+fn steers(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -71,5 +90,9 @@ mod tests {
             "key <redacted> twice <redacted>"
         );
         assert!(matches!(clean("nothing here"), Cow::Borrowed(_)));
+        assert_eq!(
+            clean("a\x1b]0;PWNED\x07\x1b[2J\r\u{202e}b\nc\td"),
+            "a\\u{1b}]0;PWNED\\u{7}\\u{1b}[2J\\u{d}\\u{202e}b\nc\td"
+        );
     }
 }

@@ -67,7 +67,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
 
     // Inputs, then outputs checked against them, before anything is sent.
     let path = workload::resolve(&cfg.workload, stop)?;
-    let workload = Arc::new(workload::load(&path)?);
+    let workload = Arc::new(workload::load(&path, stop)?);
     let mut inputs = vec![Input::new("the workload", &path)];
     let load_tokenizer = |model: &str| -> Result<(Tokenizer, Option<Input>)> {
         match &cfg.tokenizer {

@@ -222,6 +222,9 @@ pub struct Stream {
     pub chunks: Vec<ChunkMark>,
     /// When the first choice chunk arrived.
     pub first_choice: Option<Duration>,
+    /// When the first choice chunk with text arrived (an empty one carries
+    /// no token).
+    pub first_text: Option<Duration>,
     /// When `[DONE]` arrived.
     pub done_at: Option<Duration>,
     /// When the last `data:` line arrived.
@@ -256,6 +259,7 @@ impl Stream {
         if chunk.has_choice {
             self.first_choice.get_or_insert(at);
             if !chunk.text.is_empty() {
+                self.first_text.get_or_insert(at);
                 self.text.push_str(&chunk.text);
                 self.chunks.push(ChunkMark {
                     at,
@@ -273,6 +277,12 @@ impl Stream {
             self.timings = chunk.timings;
         }
         Ok(())
+    }
+
+    /// Time to the first token: the first choice chunk with text (the first
+    /// choice chunk when no chunk had text).
+    pub fn ttft(&self) -> Option<Duration> {
+        self.first_text.or(self.first_choice)
     }
 
     /// Whether the answer is whole: `[DONE]` or a finish reason was seen.
@@ -316,6 +326,20 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_first_chunk_is_not_the_first_token() {
+        let body = b"data: {\"choices\":[{\"index\":0,\"text\":\"\"}]}\n\ndata: {\"choices\":[{\"index\":0,\"text\":\" a\",\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n";
+        let (s, r) = feed_all(body);
+        assert_eq!(r, Ok(()));
+        assert_eq!(s.first_choice, Some(Duration::from_millis(0)));
+        assert_eq!(s.ttft(), Some(Duration::from_millis(2)));
+        // No text at all: the first choice chunk.
+        let (s, _) = feed_all(
+            b"data: {\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n",
+        );
+        assert_eq!(s.ttft(), Some(Duration::from_millis(0)));
+    }
+
+    #[test]
     fn llama_server_fixture() {
         let (s, r) = feed_all(FIXTURE);
         assert_eq!(r, Ok(()));
@@ -323,6 +347,7 @@ mod tests {
         assert_eq!(s.chunks.len(), 5);
         assert_eq!(chunk_text(&s.text, &s.chunks, 2), " :");
         assert_eq!(s.first_choice, Some(Duration::from_millis(0)));
+        assert_eq!(s.ttft(), Some(Duration::from_millis(0)));
         assert_eq!(
             s.usage,
             Some(Usage {

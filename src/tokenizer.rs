@@ -8,8 +8,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use crate::error::{Error, Result};
 use crate::hub;
@@ -128,12 +130,18 @@ fn without_cache(mut t: tokenizers::Tokenizer) -> tokenizers::Tokenizer {
 /// minutes. Waiting here also lets a slot walk away at once when its run
 /// stops, whatever is being counted.
 ///
-/// Dropped, the workers end once their current job is done; nobody waits
-/// for that (a million-token reply takes seconds to count, and a stopped run
-/// must end at once).
+/// Dropped, the workers end once their current job is done, and are joined;
+/// a worker still counting after [`JOIN_GRACE`] (a million-token reply takes
+/// seconds) is left to end on its own, since a stopped run must end at once.
 pub struct Workers {
-    jobs: Sender<Job>,
+    jobs: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Disconnected once every worker has ended.
+    ended: Receiver<()>,
 }
+
+/// How long a dropped [`Workers`] waits for its threads.
+pub const JOIN_GRACE: Duration = Duration::from_millis(200);
 
 /// Texts and the token count of each.
 pub type TextsCounted = (Vec<String>, Vec<usize>);
@@ -164,14 +172,24 @@ impl Workers {
             .unwrap_or(1)
             .clamp(1, 16);
         let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
+        let (alive, ended) = crossbeam_channel::bounded::<()>(0);
+        let mut threads = Vec::with_capacity(n);
         for i in 0..n {
-            let (tok, rx, stop) = (tok.clone(), rx.clone(), stop.clone());
-            std::thread::Builder::new()
+            let (tok, rx, stop, alive) = (tok.clone(), rx.clone(), stop.clone(), alive.clone());
+            let t = std::thread::Builder::new()
                 .name(format!("tokenizer-{i}"))
-                .spawn(move || work(&tok, &rx, stop.as_ref()))
+                .spawn(move || {
+                    work(&tok, &rx, stop.as_ref());
+                    drop(alive);
+                })
                 .map_err(|e| Error::run(format!("cannot start a tokenizer thread: {e}")))?;
+            threads.push(t);
         }
-        Ok(Workers { jobs })
+        Ok(Workers {
+            jobs: Some(jobs),
+            threads,
+            ended,
+        })
     }
 
     /// A counter for one thread's use.
@@ -192,9 +210,23 @@ impl Workers {
             text: text.to_string(),
             back,
         };
-        match self.jobs.send(job) {
-            Ok(()) => rx.recv().unwrap_or_default(),
-            Err(_) => Vec::new(),
+        match self.jobs.as_ref().map(|j| j.send(job)) {
+            Some(Ok(())) => rx.recv().unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.jobs.take();
+        let deadline = Instant::now() + JOIN_GRACE;
+        if let Err(RecvTimeoutError::Disconnected) = self.ended.recv_deadline(deadline) {
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        } else {
+            log::debug!("a tokenizer worker is still counting; not waiting for it");
         }
     }
 }
@@ -225,7 +257,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
 
 /// One thread's way to the [`Workers`].
 pub struct Counter {
-    jobs: Sender<Job>,
+    jobs: Option<Sender<Job>>,
     back: Sender<Counted>,
     rx: Receiver<Counted>,
     next: std::cell::Cell<u64>,
@@ -250,7 +282,7 @@ impl Counter {
             texts,
             back: self.back.clone(),
         };
-        if self.jobs.send(job).is_err() {
+        if !matches!(self.jobs.as_ref().map(|j| j.send(job)), Some(Ok(()))) {
             return Ok(None);
         }
         loop {
@@ -353,7 +385,10 @@ pub fn resolve(spec: &str, stop: &Stop) -> Result<PathBuf> {
 /// names, else any snapshot that has one.
 fn cached_snapshot(repo_dir: &Path) -> Option<PathBuf> {
     let snapshots = repo_dir.join("snapshots");
-    if let Ok(rev) = std::fs::read_to_string(repo_dir.join("refs/main")) {
+    if let Some(rev) = std::fs::read_to_string(repo_dir.join("refs/main"))
+        .ok()
+        .filter(|r| hub::is_commit(r.trim()) || r.trim() == "main")
+    {
         let file = snapshots.join(rev.trim()).join("tokenizer.json");
         if file.is_file() {
             return Some(file);

@@ -132,14 +132,14 @@ pub fn resolve(spec: &str, stop: &Stop) -> Result<PathBuf> {
 }
 
 /// Read and validate a workload file.
-pub fn load(path: &Path) -> Result<Workload> {
+pub fn load(path: &Path, stop: &Stop) -> Result<Workload> {
     let shown = path.display().to_string();
     if path.is_dir() {
         return Err(Error::usage(format!(
             "workload {shown} is a directory; pass a JSONL file or an alias (agentic, qa, office)"
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = read_bounded(path, stop)?.map_err(|e| {
         let why = if e.kind() == std::io::ErrorKind::NotFound {
             "no such file".to_string()
         } else {
@@ -310,6 +310,38 @@ fn parse_row(at: &str, line: &str) -> std::result::Result<Trace, String> {
         final_assistant_response_length: final_len,
         context_before,
     })
+}
+
+/// The bytes of `path`, at most [`limits::MAX_DOWNLOAD_BYTES`], read on a
+/// thread of their own so that `stop` ends the wait at once (a FIFO without
+/// a writer, a silent pipe); the reader is then left to the process's end.
+fn read_bounded(path: &Path, stop: &Stop) -> Result<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let owned = path.to_path_buf();
+    let max = limits::MAX_DOWNLOAD_BYTES;
+    let reader = std::thread::Builder::new()
+        .name("workload-reader".into())
+        .spawn(move || {
+            let read = std::fs::File::open(&owned).and_then(|f| {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, max + 1), &mut bytes)?;
+                if bytes.len() as u64 > max {
+                    return Err(std::io::Error::other(format!(
+                        "larger than {max} bytes, too large"
+                    )));
+                }
+                Ok(bytes)
+            });
+            let _ = tx.send(read);
+        })
+        .map_err(|e| Error::run(format!("cannot start a thread: {e}")))?;
+    crossbeam_channel::select! {
+        recv(rx) -> r => {
+            let _ = reader.join();
+            Ok(r.unwrap_or_else(|_| Err(std::io::Error::other("the reader failed"))))
+        }
+        recv(stop.receiver()) -> _ => Err(Error::Interrupted),
+    }
 }
 
 /// A count: a non-negative integer (an integral float such as `100.0` too)

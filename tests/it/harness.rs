@@ -79,7 +79,9 @@ fn every_request_carries_exactly_the_expected_prompt_tokens() {
     assert_eq!(summary.prompt_token_mismatches, 0);
     assert!(summary.http_requests > 0);
     // Independently: per trace, the server's prompt count follows the template.
-    let traces = trie::workload::load(&path).unwrap().traces;
+    let traces = trie::workload::load(&path, &trie::stop::Stop::new())
+        .unwrap()
+        .traces;
     let mut by_trace: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
     for r in drain(&rx) {
         by_trace

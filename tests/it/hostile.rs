@@ -162,7 +162,7 @@ fn a_server_that_answered_cannot_hold_the_slot_for_the_timeout() {
 }
 
 #[test]
-fn an_endless_sse_line_fails_its_request_and_memory_stays_bounded() {
+fn an_endless_sse_line_fails_its_request_at_the_line_cap() {
     let server = scripted(|req, c| {
         if !req.is_trace() {
             return normal(req, c);
@@ -529,6 +529,32 @@ fn one_signal_stops_trie_within_a_second_before_the_clock() {
         assert_eq!(out.status.code(), Some(130), "{sig}");
         assert!(took < Duration::from_secs(1), "{sig}: exit after {took:?}");
     }
+}
+
+#[test]
+fn one_signal_stops_trie_reading_a_workload_that_never_comes() {
+    // A FIFO without a writer: blocked in open(2) of the workload.
+    let fifo = temp_file("x", "").parent().unwrap().join("wl.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let child = trie_bin()
+        .args(["--workload", fifo.to_str().unwrap(), "--endpoint", "sim"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    signal(child.id(), "INT");
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(1), "exit after {took:?}");
 }
 
 #[test]

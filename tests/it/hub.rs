@@ -9,8 +9,9 @@ use trie::stop::Stop;
 
 use crate::util::{row, temp_file};
 
-/// Serve `files` (path → body; others 404) on 127.0.0.1; hands back each path asked.
-fn hub(files: Vec<(String, Vec<u8>)>) -> (String, Receiver<String>) {
+/// Serve `files` (path → body; others 404) on 127.0.0.1 with `commit` as
+/// `X-Repo-Commit`; hands back each path asked.
+fn hub(files: Vec<(String, Vec<u8>)>, commit: &'static str) -> (String, Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -24,7 +25,7 @@ fn hub(files: Vec<(String, Vec<u8>)>) -> (String, Receiver<String>) {
             match files.iter().find(|(p, _)| *p == path) {
                 Some((_, body)) => {
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Repo-Commit: abc123\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Repo-Commit: {commit}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
                     stream.write_all(head.as_bytes()).unwrap();
@@ -45,16 +46,19 @@ fn hub(files: Vec<(String, Vec<u8>)>) -> (String, Receiver<String>) {
 fn aliases_and_tokenizers_download_once_into_their_caches() {
     let wl = row(30, &[2], &[3], 0.0, 4);
     let tokenizer = std::fs::read("data/tokenizer.json").unwrap();
-    let (url, asked) = hub(vec![
-        (
-            "/datasets/lightseekorg/trie-dataset/resolve/main/code_qa_8k.jsonl".into(),
-            wl.clone().into_bytes(),
-        ),
-        (
-            "/acme/tiny/resolve/main/tokenizer.json".into(),
-            tokenizer.clone(),
-        ),
-    ]);
+    let (url, asked) = hub(
+        vec![
+            (
+                "/datasets/lightseekorg/trie-dataset/resolve/main/code_qa_8k.jsonl".into(),
+                wl.clone().into_bytes(),
+            ),
+            (
+                "/acme/tiny/resolve/main/tokenizer.json".into(),
+                tokenizer.clone(),
+            ),
+        ],
+        "abc1234",
+    );
     let cache = temp_file("x", "").parent().unwrap().to_path_buf();
     // SAFETY: only these tests read these variables; set before any use here.
     unsafe {
@@ -78,7 +82,7 @@ fn aliases_and_tokenizers_download_once_into_their_caches() {
     let tok = trie::tokenizer::resolve("acme/tiny", &Stop::new()).unwrap();
     assert_eq!(
         tok,
-        cache.join("hub/models--acme--tiny/snapshots/abc123/tokenizer.json")
+        cache.join("hub/models--acme--tiny/snapshots/abc1234/tokenizer.json")
     );
     assert_eq!(std::fs::read(&tok).unwrap(), tokenizer);
     assert_eq!(
@@ -94,7 +98,7 @@ fn aliases_and_tokenizers_download_once_into_their_caches() {
     );
     assert!(
         !cache
-            .join("hub/models--acme--missing/snapshots/abc123")
+            .join("hub/models--acme--missing/snapshots/abc1234")
             .exists(),
         "no partial file"
     );
@@ -106,6 +110,24 @@ fn aliases_and_tokenizers_download_once_into_their_caches() {
     );
     let asked: Vec<String> = asked.try_iter().collect();
     assert_eq!(asked.len(), 4, "{asked:?}");
+
+    // A hub whose commit header is a path cannot make trie write outside
+    // its cache: the header is ignored.
+    let (url, _) = hub(
+        vec![(
+            "/acme/evil/resolve/main/tokenizer.json".into(),
+            tokenizer.clone(),
+        )],
+        "../../../../escaped",
+    );
+    // SAFETY: as above.
+    unsafe { std::env::set_var("HF_ENDPOINT", &url) };
+    let tok = trie::tokenizer::resolve("acme/evil", &Stop::new()).unwrap();
+    assert_eq!(
+        tok,
+        cache.join("hub/models--acme--evil/snapshots/main/tokenizer.json")
+    );
+    assert!(!cache.join("escaped").exists() && !cache.parent().unwrap().join("escaped").exists());
 }
 
 #[test]

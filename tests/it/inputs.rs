@@ -247,6 +247,29 @@ fn malformed_inputs_exit_2_and_send_nothing() {
             vec!["no valid host"],
         ),
         (
+            "empty output path (an unset variable)",
+            vec!["--output".into(), "".into()],
+            vec!["--output is empty"],
+        ),
+        (
+            "empty model",
+            vec!["--model".into(), "".into()],
+            vec!["--model is empty"],
+        ),
+        (
+            "API key from a file with a newline",
+            vec!["--api-key".into(), "sk-from-a-file-0123\n".into()],
+            vec!["--api-key has a character", "position 20"],
+        ),
+        (
+            "chat completions route",
+            vec![
+                "--endpoint".into(),
+                "http://127.0.0.1:9/v1/chat/completions".into(),
+            ],
+            vec!["chat completions route", "pass the API base"],
+        ),
+        (
             "tokenizer file missing",
             vec!["--tokenizer".into(), "/nonexistent/tokenizer.json".into()],
             vec!["/nonexistent/tokenizer.json"],
