@@ -60,7 +60,8 @@
 //!
 //! - [`cli`] — flags and `key=value` words → [`Config`] / [`sim::SimConfig`].
 //! - [`config`] — the validated run configuration, also the builder API.
-//! - [`limits`] — the bound of every value; open files; the allocator.
+//! - [`limits`] — the bound of every value; open files; the allocator (the
+//!   binary restarts itself once without glibc's per-thread cache).
 //! - [`workload`] — JSONL loading and validation, dataset aliases.
 //! - [`tokenizer`], [`hub`] — tokenizer resolution (file, dir, Hub cache,
 //!   download), and the worker threads that count during a run.
@@ -79,7 +80,8 @@
 //! - [`term`] — the one printer of stdout and stderr.
 //! - [`logging`] — the logger: through the printer, secrets removed, wire
 //!   dumps held back.
-//! - [`redact`] — the registered secrets and their removal from outside text.
+//! - [`redact`] — the registered secrets and their removal from outside
+//!   text, and the escaping of characters that would steer a terminal.
 //! - [`results`] — rendering of the files: results document, CSV, event log
 //!   lines, output metrics; [`files`] — where they go and how they are written.
 //! - [`run`] — one benchmark from start to summary.
@@ -88,8 +90,10 @@
 //! # Invariants
 //!
 //! - No async runtime; every thread is joined (slots and feeder in one
-//!   `std::thread::scope`, the aggregator and the tokenizer workers before
-//!   [`run::run`] returns).
+//!   `std::thread::scope`, the aggregator before [`run::run`] returns), with
+//!   two exceptions that a stop must not wait for: a tokenizer worker still
+//!   counting 200 ms after the run ends (a million-token reply), and the
+//!   workload's reader blocked on a FIFO when Ctrl+C comes.
 //! - Only the aggregator mutates metrics; slots send plain [`event::Event`]s.
 //!   There is no lock on the token path, and no pool shared between slots.
 //! - The timed path holds only I/O: the timestamp of a line is taken as soon as

@@ -31,6 +31,16 @@ fn config(url: &str, secs: f64) -> Config {
         .duration(Duration::from_secs_f64(secs))
 }
 
+/// The trie binary against `url` (model `m`, bundled tokenizer, the small
+/// workload) with `extra` flags: (exit code, stdout, stderr).
+fn run_bin(url: &str, extra: &[&str]) -> (i32, String, String) {
+    let wl = workload();
+    let mut args = vec!["--workload", wl.to_str().unwrap(), "--endpoint", url];
+    args.extend(["--model", "m", "--tokenizer", "data/tokenizer.json"]);
+    args.extend(extra);
+    trie_run(&args)
+}
+
 fn jsonl(p: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(p)
         .unwrap()
@@ -336,19 +346,7 @@ fn choice_zero_is_read_by_index_and_chat_shapes_are_warned_once() {
         end_chunks(c);
         After::KeepAlive
     });
-    let (code, _, err) = trie_run(&[
-        "--workload",
-        workload().to_str().unwrap(),
-        "--endpoint",
-        &server.url,
-        "--model",
-        "m",
-        "--tokenizer",
-        "data/tokenizer.json",
-        "--duration",
-        "1",
-        "-q",
-    ]);
+    let (code, _, err) = run_bin(&server.url, &["--duration", "1", "-q"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(err.matches("chat-shaped").count(), 1, "{err}");
 }
@@ -479,18 +477,7 @@ fn silent() -> crate::scripted::Scripted {
 fn a_server_that_never_answers_is_given_up_at_the_connect_timeout() {
     let server = silent();
     let start = Instant::now();
-    let (code, _, err) = trie_run(&[
-        "--workload",
-        workload().to_str().unwrap(),
-        "--endpoint",
-        &server.url,
-        "--model",
-        "m",
-        "--tokenizer",
-        "data/tokenizer.json",
-        "--connect-timeout",
-        "1",
-    ]);
+    let (code, _, err) = run_bin(&server.url, &["--connect-timeout", "1"]);
     let took = start.elapsed();
     assert_eq!(code, 1, "{err}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -580,31 +567,13 @@ fn answers_that_are_not_openai_completions_are_named() {
             respond(c, status, ctype, "", body);
             After::KeepAlive
         });
-        let (code, _, err) = trie_run(&[
-            "--workload",
-            workload().to_str().unwrap(),
-            "--endpoint",
-            &server.url,
-            "--model",
-            "m",
-            "--tokenizer",
-            "data/tokenizer.json",
-        ]);
+        let (code, _, err) = run_bin(&server.url, &[]);
         assert_eq!(code, 1, "{err}");
         assert!(err.contains(expected), "{expected}: {err}");
     }
     // https:// to a plain-HTTP port.
     let server = scripted(normal);
-    let (code, _, err) = trie_run(&[
-        "--workload",
-        workload().to_str().unwrap(),
-        "--endpoint",
-        &server.url.replace("http://", "https://"),
-        "--model",
-        "m",
-        "--tokenizer",
-        "data/tokenizer.json",
-    ]);
+    let (code, _, err) = run_bin(&server.url.replace("http://", "https://"), &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("TLS handshake failed") && err.contains("plain HTTP"),
