@@ -149,8 +149,9 @@ pub struct Reply {
 pub struct Expect {
     /// `max_tokens` it asks for: far more completion tokens are bad usage.
     pub max_tokens: u64,
-    /// Prompt tokens trie sends (`None`: not known): far more are bad usage.
-    pub prompt_tokens: Option<u64>,
+    /// Bytes of the prompt trie sends (`None`: not known): more prompt
+    /// tokens than that (and a template's worth) are bad usage.
+    pub prompt_bytes: Option<u64>,
     /// Most bytes of reply text its tokens can make.
     pub max_text_bytes: usize,
 }
@@ -163,19 +164,22 @@ impl Expect {
             (longest_token_bytes * crate::limits::TEXT_BYTES_PER_TOKEN_BYTE).max(64) as u64;
         Expect {
             max_tokens,
-            prompt_tokens: None,
+            prompt_bytes: None,
             max_text_bytes: most_tokens(max_tokens)
                 .saturating_mul(per_token)
                 .min(usize::MAX as u64) as usize,
         }
     }
 
-    /// The prompt tokens trie sends.
-    pub fn prompt(mut self, tokens: u64) -> Expect {
-        self.prompt_tokens = Some(tokens);
+    /// The size of the prompt trie sends, in bytes.
+    pub fn prompt_bytes(mut self, bytes: u64) -> Expect {
+        self.prompt_bytes = Some(bytes);
         self
     }
 }
+
+/// Tokens a server may add to a prompt of its own (BOS, a template).
+pub const TEMPLATE_SLACK: u64 = 4096;
 
 /// The most tokens a server can truthfully count for `n` asked or sent: a
 /// few more are an engine's own way (an end token counted, a speculative
@@ -516,8 +520,10 @@ fn status_failure(status: u16, location: Option<&str>, reader: &mut impl Read) -
 }
 
 /// Usage no server can truthfully report is a `bad_usage` failure: more
-/// cached than prompt tokens, or far more prompt or completion tokens than
-/// sent or asked for.
+/// cached than prompt tokens, far more completion tokens than asked for, or
+/// more prompt tokens than the prompt has bytes (plus [`TEMPLATE_SLACK`]):
+/// no tokenizer makes more tokens than bytes. A count that is merely
+/// different (another tokenizer) is a mismatch, counted, not a failure.
 pub fn check_usage(usage: Option<Usage>, expect: Expect) -> Result<(), Failure> {
     let Some(u) = usage else { return Ok(()) };
     let bad = |m: String| Err(Failure::new(FailureKind::BadUsage, m));
@@ -533,12 +539,12 @@ pub fn check_usage(usage: Option<Usage>, expect: Expect) -> Result<(), Failure> 
             u.completion_tokens, expect.max_tokens
         ));
     }
-    if let Some(sent) = expect
-        .prompt_tokens
-        .filter(|&p| u.prompt_tokens > most_tokens(p))
+    if let Some(bytes) = expect
+        .prompt_bytes
+        .filter(|&b| u.prompt_tokens > b.saturating_add(TEMPLATE_SLACK))
     {
         return bad(format!(
-            "the server reported {} prompt_tokens for a prompt of {sent}",
+            "the server reported {} prompt_tokens for a prompt of {bytes} bytes",
             u.prompt_tokens
         ));
     }
@@ -975,18 +981,21 @@ mod tests {
                 cached_tokens: k,
             })
         };
-        let four = Expect::new(4, 4).prompt(10);
+        let four = Expect::new(4, 4).prompt_bytes(10);
         assert!(check_usage(u(10, 4, Some(10)), four).is_ok());
         assert!(check_usage(None, four).is_ok());
         // An engine's own slack is not impossible: an end token, a
         // speculative step, a template's tokens.
         assert!(check_usage(u(26, 20, Some(0)), four).is_ok());
         assert!(check_usage(u(10, 21, Some(0)), four).is_err());
-        assert!(check_usage(u(27, 4, Some(0)), four).is_err());
+        // Another tokenizer's count is a mismatch, not impossible; more
+        // tokens than bytes (and a template's worth) is.
+        assert!(check_usage(u(4106, 4, Some(0)), four).is_ok());
+        assert!(check_usage(u(4107, 4, Some(0)), four).is_err());
         assert!(check_usage(u(u64::MAX, 4, None), Expect::new(4, 4)).is_ok());
         let e = check_usage(u(u64::MAX, 4, Some(1)), four).unwrap_err();
         assert!(
-            e.message.contains("prompt_tokens for a prompt of 10"),
+            e.message.contains("prompt_tokens for a prompt of 10 bytes"),
             "{e:?}"
         );
         let e = check_usage(u(10, 4, Some(11)), four).unwrap_err();

@@ -304,9 +304,10 @@ fn run_trace(
     for turn in 0..t.num_requests() {
         let max_tokens = t.max_tokens(turn);
         let expected_prompt_tokens = SERVER_BOS + count.tokens();
-        let expect = Expect::new(max_tokens as u64, ctx.synth.longest_token_bytes())
-            .prompt(expected_prompt_tokens);
         let tail = body.finish(max_tokens);
+        // The body's size bounds the prompt's (its JSON escapes only add).
+        let expect = Expect::new(max_tokens as u64, ctx.synth.longest_token_bytes())
+            .prompt_bytes(body.bytes().len() as u64);
         let body_fnv1a = body.fnv1a();
         let mut report = |f: &Failure, sent: Instant, attempt: u32, next: Next| {
             let _ = ctx.events.send(Event::Failed(FailedAttempt {

@@ -135,6 +135,7 @@ fn without_cache(mut t: tokenizers::Tokenizer) -> tokenizers::Tokenizer {
 /// seconds) is left to end on its own, since a stopped run must end at once.
 pub struct Workers {
     jobs: Option<Sender<Job>>,
+    stop: Option<Stop>,
     threads: Vec<JoinHandle<()>>,
     /// Disconnected once every worker has ended.
     ended: Receiver<()>,
@@ -187,6 +188,7 @@ impl Workers {
         }
         Ok(Workers {
             jobs: Some(jobs),
+            stop,
             threads,
             ended,
         })
@@ -203,16 +205,21 @@ impl Workers {
         }
     }
 
-    /// The ids of `text` (without special tokens).
+    /// The ids of `text` (without special tokens); none once the stop is set.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let (back, rx) = crossbeam_channel::bounded(1);
         let job = Job::Encode {
             text: text.to_string(),
             back,
         };
-        match self.jobs.as_ref().map(|j| j.send(job)) {
-            Some(Ok(())) => rx.recv().unwrap_or_default(),
-            _ => Vec::new(),
+        if !matches!(self.jobs.as_ref().map(|j| j.send(job)), Some(Ok(()))) {
+            return Vec::new();
+        }
+        let never = crossbeam_channel::never();
+        let stopped = self.stop.as_ref().map_or(&never, Stop::receiver);
+        select! {
+            recv(rx) -> ids => ids.unwrap_or_default(),
+            recv(stopped) -> _ => Vec::new(),
         }
     }
 }

@@ -236,6 +236,8 @@ pub struct Sim {
     shared: Arc<Shared>,
     stop_tx: Option<Sender<()>>,
     acceptor: Option<JoinHandle<()>>,
+    /// Set at shutdown: tokenizing (a 2M-token prompt takes seconds) stops.
+    tokenizing: crate::stop::Stop,
 }
 
 impl Sim {
@@ -257,7 +259,8 @@ impl Sim {
             None => Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")?,
         };
         let synth = Synth::new(&tokenizer)?;
-        let tokenizer = Workers::start(Arc::new(tokenizer), None)?;
+        let tokenizing = crate::stop::Stop::new();
+        let tokenizer = Workers::start(Arc::new(tokenizer), Some(tokenizing.clone()))?;
         // Three descriptors per connection: take what the system allows.
         let _ = crate::limits::ensure_open_files(
             crate::limits::files_needed(config.max_running, true),
@@ -305,6 +308,7 @@ impl Sim {
             shared,
             stop_tx: Some(stop_tx),
             acceptor: Some(acceptor),
+            tokenizing,
         })
     }
 
@@ -333,6 +337,7 @@ impl Sim {
             return;
         }
         self.stop_tx.take();
+        self.tokenizing.trigger();
         let _ = TcpStream::connect(self.addr); // wake the acceptor
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
