@@ -10,7 +10,7 @@ use crate::client::FailureKind;
 use crate::event::{Event, Next, RequestRecord, TraceEnd};
 use crate::metrics::{self, CurvePoint, Rates, Stats};
 use crate::preflight::Warned;
-use crate::summary::{ArrivalStats, FailureCount, PerTrace, Summary, TraceRecord};
+use crate::summary::{ArrivalStats, FailureCount, PerRequest, PerTrace, Summary, TraceRecord};
 use crate::workload::Workload;
 
 /// Example messages kept per failure kind.
@@ -44,6 +44,51 @@ impl CurvePoint {
     }
 }
 
+/// The per-request figures, a column each (f32 would lose milliseconds of
+/// long latencies; these are 8 bytes a figure, 56 a request).
+#[derive(Default)]
+struct RequestColumns {
+    ttft_s: Vec<f64>,
+    itl_ms: Vec<f64>,
+    decode_tps: Vec<f64>,
+    latency_s: Vec<f64>,
+    prompt_tokens: Vec<f64>,
+    cached_tokens: Vec<f64>,
+    completion_tokens: Vec<f64>,
+}
+
+impl RequestColumns {
+    fn push(&mut self, r: &RequestRecord) {
+        if let Some(t) = r.ttft {
+            self.ttft_s.push(t.as_secs_f64());
+            if r.itl_count > 0 {
+                self.itl_ms
+                    .push(1000.0 * r.itl_sum.as_secs_f64() / r.itl_count as f64);
+            }
+            self.decode_tps.extend(r.decode_tps());
+        }
+        self.latency_s.push(r.latency.as_secs_f64());
+        self.prompt_tokens.push(r.prompt_tokens() as f64);
+        if let Some(c) = r.usage.and_then(|u| u.cached_tokens) {
+            self.cached_tokens.push(c as f64);
+        }
+        self.completion_tokens.push(r.completion_tokens() as f64);
+    }
+
+    fn stats(&self) -> PerRequest {
+        let of = |v: &Vec<f64>| Stats::of(v.iter().copied());
+        PerRequest {
+            ttft_s: of(&self.ttft_s),
+            itl_ms: of(&self.itl_ms),
+            decode_tps: of(&self.decode_tps),
+            latency_s: of(&self.latency_s),
+            prompt_tokens: of(&self.prompt_tokens),
+            cached_tokens: of(&self.cached_tokens),
+            completion_tokens: of(&self.completion_tokens),
+        }
+    }
+}
+
 /// Metric state of a run.
 pub struct Aggregator {
     workload: Arc<Workload>,
@@ -62,6 +107,8 @@ pub struct Aggregator {
     no_usage: u64,
     no_cached: u64,
     lateness_s: Vec<f64>,
+    /// The per-request figures of every completed request, as they come.
+    per_request: RequestColumns,
     waited: u64,
     short: u64,
     chat_shaped: u64,
@@ -89,6 +136,7 @@ impl Aggregator {
             no_usage: 0,
             no_cached: 0,
             lateness_s: Vec::new(),
+            per_request: RequestColumns::default(),
             waited: 0,
             short: 0,
             chat_shaped: 0,
@@ -179,6 +227,7 @@ impl Aggregator {
 
     fn request(&mut self, r: RequestRecord) {
         self.http_requests += 1;
+        self.per_request.push(&r);
         if r.chat_shaped {
             if !std::mem::replace(&mut self.warned.chat_shaped, true) {
                 log::warn!(
@@ -318,6 +367,7 @@ impl Aggregator {
             }),
             output_tokens_per_trace: col(&|r| Some(r.output_tokens_per_trace as f64)),
         };
+        summary.per_request = self.per_request.stats();
         summary.completed_requests = t.len() as u64;
         summary.failed_requests = self.failed;
         summary.cancelled_traces = self.cancelled;
@@ -499,6 +549,43 @@ mod tests {
         );
         assert_eq!(s.completed_requests, 1);
         assert_eq!(s.trace_per_s, 0.1);
+    }
+
+    #[test]
+    fn requests_of_unfinished_traces_count_per_request() {
+        let wl = parse("w", r#"{"num_turns":1,"input_prompt_length":100,"assistant_response_length":[11],"tool_call_output_length":[20],"tool_call_latency":[0.5],"final_assistant_response_length":21}"#).unwrap();
+        let wl = Arc::new(Workload {
+            path: "w".into(),
+            content_hash: String::new(),
+            traces: wl,
+        });
+        let mut agg = Aggregator::new(wl, Warned::default());
+        agg.handle(Event::TraceStarted {
+            seq: 7,
+            template: 0,
+            slot: 0,
+            at: Duration::ZERO,
+            late: None,
+        });
+        let mut r = req(0, 0, 100, 1100, 100, 0, 11);
+        r.usage.as_mut().unwrap().cached_tokens = None;
+        agg.handle(Event::Request(r));
+        // Cut off at the deadline before its final request.
+        agg.handle(Event::TraceEnded {
+            seq: 7,
+            at: Duration::from_millis(2000),
+            end: TraceEnd::Cancelled,
+        });
+        let s = agg.finish(Summary::default(), Duration::from_secs(2));
+        assert_eq!(s.per_trace, PerTrace::default());
+        let p = &s.per_request;
+        assert_eq!(p.ttft_s.unwrap().p50, 0.1);
+        assert_eq!(p.latency_s.unwrap().max, 1.1);
+        assert_eq!(p.prompt_tokens.unwrap().mean, 100.0);
+        assert_eq!(p.completion_tokens.unwrap().mean, 11.0);
+        assert!((p.decode_tps.unwrap().mean - 10.0).abs() < 1e-9);
+        assert!((p.itl_ms.unwrap().mean - 100.0).abs() < 1e-9);
+        assert_eq!(p.cached_tokens, None, "not reported: absent, not 0");
     }
 
     #[test]

@@ -94,6 +94,50 @@ fn per_trace_rows(s: &Summary) -> Vec<TraceRow<'_>> {
     ]
 }
 
+/// Per-request rows, keyed `req_…` in the figures.
+fn per_request_rows(s: &Summary) -> Vec<TraceRow<'_>> {
+    let p = &s.per_request;
+    vec![
+        ("TTFT (s)", "req_ttft_s", p.ttft_s.as_ref(), 3, true),
+        ("ITL (ms)", "req_itl_ms", p.itl_ms.as_ref(), 2, true),
+        (
+            "Decode TPS (tok/s)",
+            "req_decode_tps",
+            p.decode_tps.as_ref(),
+            2,
+            true,
+        ),
+        (
+            "Latency (s)",
+            "req_latency_s",
+            p.latency_s.as_ref(),
+            3,
+            false,
+        ),
+        (
+            "Prompt tokens",
+            "req_prompt_tokens",
+            p.prompt_tokens.as_ref(),
+            1,
+            false,
+        ),
+        (
+            "Cached tokens",
+            "req_cached_tokens",
+            p.cached_tokens.as_ref(),
+            1,
+            false,
+        ),
+        (
+            "Completion tokens",
+            "req_completion_tokens",
+            p.completion_tokens.as_ref(),
+            1,
+            false,
+        ),
+    ]
+}
+
 /// A workload rate row: (title, key suffix, getter).
 type RateRow = (&'static str, &'static str, fn(&Rates) -> f64);
 
@@ -185,7 +229,9 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
             push(format!("{prefix}{suffix}"), rates.as_ref().map(get), 2);
         }
     }
-    for (_, key, stats, decimals, streaming_only) in per_trace_rows(s) {
+    for (_, key, stats, decimals, streaming_only) in
+        per_trace_rows(s).into_iter().chain(per_request_rows(s))
+    {
         if streaming_only && !s.stream {
             continue;
         }
@@ -277,21 +323,15 @@ fn table(titles: Vec<String>, left: &[usize]) -> Table {
     t
 }
 
-fn right(text: &str) -> Cell {
-    Cell::new_align(text, format::Alignment::RIGHT)
-}
-
-/// The per-trace table, the workload table and (if any) the failures
-/// table, each at most [`MAX_WIDTH`] columns wide.
-pub fn tables(s: &Summary) -> String {
-    let mut out = String::new();
+/// A table of `rows`, a statistic per column.
+fn stats_table(s: &Summary, rows: Vec<TraceRow<'_>>) -> String {
     let mut t = table(
         std::iter::once("Metric".to_string())
             .chain(Stats::ROWS.iter().map(|r| r.to_string()))
             .collect(),
         &[0],
     );
-    for (title, _, stats, decimals, streaming_only) in per_trace_rows(s) {
+    for (title, _, stats, decimals, streaming_only) in rows {
         let mut cells = vec![Cell::new(title)];
         for i in 0..Stats::ROWS.len() {
             let x = stats
@@ -301,8 +341,24 @@ pub fn tables(s: &Summary) -> String {
         }
         t.add_row(Row::new(cells));
     }
+    t.to_string()
+}
+
+fn right(text: &str) -> Cell {
+    Cell::new_align(text, format::Alignment::RIGHT)
+}
+
+/// The per-trace table, the workload table and (if any) the failures
+/// table, each at most [`MAX_WIDTH`] columns wide.
+pub fn tables(s: &Summary) -> String {
+    let mut out = String::new();
     out.push_str("Per-trace metrics\n");
-    out.push_str(&t.to_string());
+    out.push_str(&stats_table(s, per_trace_rows(s)));
+    out.push_str(&format!(
+        "\nPer-request metrics ({} completed requests, of finished and unfinished traces)\n",
+        s.http_requests
+    ));
+    out.push_str(&stats_table(s, per_request_rows(s)));
 
     let total = s.completed_requests + s.failed_requests;
     out.push_str(&format!(

@@ -20,8 +20,9 @@ use crate::report;
 use crate::summary::Summary;
 
 /// Version of the results document layout; bumped on incompatible changes
-/// (2: absent figures are `null`). Older documents are still read.
-pub const SCHEMA_VERSION: u32 = 2;
+/// (2: absent figures are `null`; 3: per-request stats). Older documents
+/// are still read.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What happens at the deadline, in words (SPEC §4).
 pub const DEADLINE_POLICY: &str = "traces start until duration_s; at the deadline (or on Ctrl+C / SIGTERM) requests in flight are cut off at once; their traces count as cancelled, neither completed nor failed; their finished requests still count in the token curve";

@@ -47,6 +47,27 @@ pub struct TraceRecord {
     pub retries: u32,
 }
 
+/// Stats over every completed request (of completed traces, and the
+/// finished requests of traces that failed or were cut off at the deadline),
+/// one per table row (`None`: no request had the figure).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerRequest {
+    /// `TTFT (s)` (streaming only).
+    pub ttft_s: Option<Stats>,
+    /// `ITL (ms)`: each request's mean inter-token interval (streaming only).
+    pub itl_ms: Option<Stats>,
+    /// `Decode TPS (tok/s)` (streaming only).
+    pub decode_tps: Option<Stats>,
+    /// `Latency (s)`.
+    pub latency_s: Option<Stats>,
+    /// `Prompt tokens` (server-reported, else what trie sent).
+    pub prompt_tokens: Option<Stats>,
+    /// `Cached tokens` (requests whose server reported them).
+    pub cached_tokens: Option<Stats>,
+    /// `Completion tokens` (server-reported, else max_tokens).
+    pub completion_tokens: Option<Stats>,
+}
+
 /// Stats over completed traces, one per table row (`None`: no trace had
 /// the figure).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -148,6 +169,9 @@ pub struct Summary {
     pub trace_per_s: f64,
     /// Per-trace stats.
     pub per_trace: PerTrace,
+    /// Per-request stats (absent from results files before schema 3).
+    #[serde(default)]
+    pub per_request: PerRequest,
     /// Token rates over the wall time.
     pub overall: Option<Rates>,
     /// Slope over the last 30 s (`None`: fewer than two points).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use trie::metrics::{Rates, Stats};
 use trie::report::{FigureMap, MAX_WIDTH, compare, tables};
-use trie::summary::{ArrivalStats, FailureCount, PerTrace, Summary};
+use trie::summary::{ArrivalStats, FailureCount, PerRequest, PerTrace, Summary};
 
 fn golden(name: &str, actual: &str) {
     let path = format!("tests/it/golden/{name}");
@@ -81,6 +81,16 @@ fn summary() -> Summary {
             eligible_cache_hit_rate_pct: None,
             output_tokens_per_turn: stats(12.5),
             output_tokens_per_trace: stats(104_857.6),
+        },
+        http_requests: 9876,
+        per_request: PerRequest {
+            ttft_s: stats(0.0042),
+            itl_ms: stats(12.34),
+            decode_tps: stats(81.0),
+            latency_s: stats(2.5),
+            prompt_tokens: stats(131_072.0),
+            cached_tokens: None,
+            completion_tokens: stats(512.0),
         },
         overall: Some(rates(15_250.4)),
         last_30s_window: None,
