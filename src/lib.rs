@@ -84,7 +84,8 @@
 //!   text, and the escaping of characters that would steer a terminal.
 //! - [`results`] — rendering of the files: results document, CSV, event log
 //!   lines, output metrics; [`files`] — where they go and how they are written.
-//! - [`run`] — one benchmark from start to summary.
+//! - [`run`] — one benchmark from start to summary: [`run::prepare`] (once:
+//!   inputs, outputs, sim, preflight), then [`run::execute`] (a load point).
 //! - [`sim`] — the simulated engine (`trie sim`).
 //!
 //! # Invariants

@@ -1,10 +1,10 @@
-//! One benchmark run, start to summary: everything that can fail on bad input
-//! is checked before anything is sent (flags, workload, tokenizer, output
-//! paths, the open-file limit); then the preflight; then a feeder hands trace
-//! jobs to slots over a crossbeam channel, the aggregator thread folds their
-//! events, and the deadline (or an interrupt) stops the feeder and cancels
-//! requests in flight. Every file is written on every way out of a started
-//! run.
+//! One benchmark run, start to summary, in two steps. [`prepare`]: everything
+//! that can fail on bad input is checked before anything is sent (flags,
+//! workload, tokenizer, output paths, the open-file limit), the sim started,
+//! the preflight run. [`execute`]: a feeder hands trace jobs to slots over a
+//! crossbeam channel, the aggregator thread folds their events, and the
+//! deadline (or an interrupt) stops the feeder and cancels requests in
+//! flight. Every file is written on every way out of a started run.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -54,10 +54,36 @@ fn check(stop: &Stop) -> Result<()> {
     }
 }
 
-/// Run the benchmark described by `cfg`.
+/// Run the benchmark described by `cfg`: [`prepare`], then [`execute`].
 pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
+    let prepared = prepare(cfg, &hooks.interrupt)?;
+    execute(cfg, prepared, hooks)
+}
+
+/// Everything a run needs that does not change from one load point to the
+/// next: made once, before anything is measured.
+pub struct Prepared {
+    workload: Arc<workload::Workload>,
+    outputs: Outputs,
+    event_log: Option<EventLog>,
+    /// The in-process sim, stopped when this is dropped.
+    sim: Option<Sim>,
+    endpoint: String,
+    http: Http,
+    model: String,
+    model_json: String,
+    tokenizer: Arc<Tokenizer>,
+    synth: Synth,
+    warned: preflight::Warned,
+    run_config: RunConfig,
+}
+
+/// Validate `cfg`, resolve and load the workload and tokenizer, check every
+/// output against the inputs, raise the open-file limit, start the sim,
+/// run the preflight: everything that can fail on bad input or a bad
+/// server, before anything is measured. `stop` ends it at once.
+pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     cfg.validate()?;
-    let stop = &hooks.interrupt;
     if let Some(key) = &cfg.api_key {
         crate::redact::register(key.expose());
     }
@@ -176,6 +202,41 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         probe.added_tokens_as_text,
     );
 
+    Ok(Prepared {
+        workload,
+        outputs,
+        event_log,
+        sim,
+        endpoint,
+        http,
+        model,
+        model_json,
+        tokenizer: Arc::new(tok),
+        synth,
+        warned: probe.warned,
+        run_config,
+    })
+}
+
+/// Execute one load point of `prepared` (as `cfg` describes it): the feeder,
+/// the slots and the aggregator, from the clock's start to the summary; the
+/// files are written at the end.
+pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summary> {
+    let Prepared {
+        workload,
+        outputs,
+        event_log,
+        sim,
+        endpoint,
+        http,
+        model,
+        model_json,
+        tokenizer: tok,
+        synth,
+        warned,
+        run_config,
+    } = prepared;
+    let stop = &hooks.interrupt;
     let mut summary = Summary {
         model: crate::redact::clean(&model).into_owned(),
         endpoint: endpoint.clone(),
@@ -199,7 +260,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     // The run's own stop: set at the deadline, or by the interrupt.
     let run_stop = Stop::new();
     stop.forward_to(&run_stop);
-    let tokenizer = Workers::start(Arc::new(tok), Some(run_stop.clone()))?;
+    let tokenizer = Workers::start(tok, Some(run_stop.clone()))?;
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let started = SystemTime::now();
     let epoch = Instant::now();
@@ -208,7 +269,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
         let duration = cfg.duration;
         let progress = hooks.progress;
         let interval = cfg.progress_interval;
-        let agg = Aggregator::new(workload, probe.warned);
+        let agg = Aggregator::new(workload, warned);
         std::thread::Builder::new()
             .name("aggregator".into())
             .spawn(move || {
