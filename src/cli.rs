@@ -106,6 +106,9 @@ Usage: trie sim [OPTIONS]
   --max-running N          sequences running at once; more queue          [default: 256]
   --prefill-tps R          prefill tokens/s, 0 = instant                [default: 50000]
   --decode-tps R           decode tokens/s per sequence, 0 = instant      [default: 100]
+  --batch-knee K           sequences at full speed; past K each runs at K/running of it,
+                           so the engine's throughput is decode-tps x min(running, K)
+                                                                      [default: no knee]
   --tokens-per-chunk N     tokens per streamed chunk                        [default: 1]
   --seed N                 seed of generated text and faults                [default: 0]
   --fault-status-rate R    rate of requests answered with --fault-status    [default: 0]
@@ -525,6 +528,7 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--max-running",
             "--prefill-tps",
             "--decode-tps",
+            "--batch-knee",
             "--tokens-per-chunk",
             "--seed",
             "--fault-status-rate",
@@ -562,6 +566,9 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--max-running" => c.max_running = whole(f, &v, limits::MAX_SIM_COUNT)? as usize,
             "--prefill-tps" => c.prefill_tps = tps(&v)?,
             "--decode-tps" => c.decode_tps = tps(&v)?,
+            "--batch-knee" => {
+                c.batch_knee = Some(whole(f, &v, limits::MAX_SIM_COUNT)?.max(1) as usize)
+            }
             "--tokens-per-chunk" => {
                 c.tokens_per_chunk = whole(f, &v, limits::MAX_SIM_COUNT)? as usize
             }

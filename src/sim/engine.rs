@@ -103,6 +103,11 @@ impl Queue {
         })
     }
 
+    /// Sequences running now.
+    fn running(&self) -> usize {
+        self.state.lock().running
+    }
+
     /// Wake every waiter (at stop).
     pub fn wake_all(&self) {
         self.cv.notify_all();
@@ -206,6 +211,39 @@ fn secs(tokens: usize, rate: f64) -> Duration {
     }
 }
 
+/// The share of its full speed each running sequence gets now (the batch
+/// knee's model; 1 without a knee).
+fn speed_share(shared: &Shared) -> f64 {
+    match shared.config.batch_knee {
+        Some(k) => {
+            let running = shared.queue.running().max(1);
+            (k as f64 / running as f64).min(1.0)
+        }
+        None => 1.0,
+    }
+}
+
+/// When each token of one sequence is ready: token 0 at `first`, each next
+/// one a decode step later, at the speed the load allows when it is set.
+struct Schedule<'a> {
+    shared: &'a Shared,
+    /// The latest token whose time is set, and that time.
+    last: usize,
+    at: Instant,
+}
+
+impl Schedule<'_> {
+    /// When token `j` is ready (`j` not below an earlier call's).
+    fn ready(&mut self, j: usize) -> Instant {
+        let rate = self.shared.config.decode_tps;
+        while self.last < j {
+            self.at += secs(1, rate * speed_share(self.shared));
+            self.last += 1;
+        }
+        self.at
+    }
+}
+
 /// Sleep until `t`; false when the sim is stopping.
 fn sleep_until(shared: &Shared, t: Instant) -> bool {
     match shared.stop_rx.recv_deadline(t) {
@@ -270,7 +308,7 @@ fn completion(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
     let admitted = running.at;
     let cached = shared.cache.lock().lookup(&hashes, prompt_len);
     record(prompt_len, cached);
-    let first_ready = admitted + secs(prompt_len - cached, cfg.prefill_tps);
+    let first_ready = admitted + secs(prompt_len - cached, cfg.prefill_tps * speed_share(shared));
 
     // The completion: deterministic in (seed, prompt, max_tokens).
     let prompt_key = ids
@@ -294,7 +332,11 @@ fn completion(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
     if cfg.quirks.no_cached_tokens {
         usage["prompt_tokens_details"] = Value::Null;
     }
-    let ready = |j: usize| first_ready + secs(j, cfg.decode_tps);
+    let mut ready = Schedule {
+        shared,
+        last: 0,
+        at: first_ready,
+    };
     let head = format!(
         "{{\"id\":\"cmpl-{index}\",\"object\":\"text_completion\",\"created\":{},\"model\":{}",
         std::time::SystemTime::now()
@@ -315,11 +357,13 @@ fn completion(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
             finish,
             &head,
             &usage,
-            &ready,
+            &mut ready,
             &mut first_sent,
         )
     } else {
-        whole(shared, w, &p, fault, &words, finish, &head, &usage, &ready)
+        whole(
+            shared, w, &p, fault, &words, finish, &head, &usage, &mut ready,
+        )
     };
     let done = Instant::now();
     if sent.is_ok() {
@@ -371,7 +415,7 @@ fn stream(
     finish: &str,
     head: &str,
     usage: &Value,
-    ready: &dyn Fn(usize) -> Instant,
+    ready: &mut Schedule<'_>,
     first_sent: &mut Option<Instant>,
 ) -> std::io::Result<Outcome> {
     let k = shared.config.tokens_per_chunk;
@@ -390,7 +434,7 @@ fn stream(
             http::write_chunk(w, b"data: {\"choices\": [{\"text\": \"oops\", \n\n")?;
         }
         let (lo, hi) = (c * k, ((c + 1) * k).min(n));
-        let due = ready(hi.saturating_sub(1));
+        let due = ready.ready(hi.saturating_sub(1));
         if due > Instant::now() {
             w.flush()?;
             if !sleep_until(shared, due) {
@@ -435,9 +479,9 @@ fn whole(
     finish: &str,
     head: &str,
     usage: &Value,
-    ready: &dyn Fn(usize) -> Instant,
+    ready: &mut Schedule<'_>,
 ) -> std::io::Result<Outcome> {
-    let mut due = ready(words.len().saturating_sub(1));
+    let mut due = ready.ready(words.len().saturating_sub(1));
     if fault == Fault::Stall {
         due += shared.config.faults.stall;
     }

@@ -11,6 +11,14 @@
 //! `admitted + uncached_prompt / prefill_tps + j / decode_tps`; a chunk carries
 //! `tokens_per_chunk` tokens and is sent when its last token is ready. A rate of
 //! 0 means instant. Finished sequences insert prompt + completion blocks.
+//!
+//! With a batch knee K (`--batch-knee`), the engine has a fixed budget, as a
+//! GPU does: while r sequences run, each one's prefill and decode run at
+//! `rate × min(1, K / r)`, so the engine's decode throughput is
+//! `decode_tps × min(r, K)` tokens/s: linear up to the knee, flat past it,
+//! where every added sequence slows all the others. r is read as each
+//! token's time is set (at admission for the prefill), so the model follows
+//! the load as it changes.
 
 mod cache;
 mod engine;
@@ -165,6 +173,9 @@ pub struct SimConfig {
     pub prefill_tps: f64,
     /// Decode speed per sequence, tokens/s (0 = instant).
     pub decode_tps: f64,
+    /// Sequences running at full speed; past it every sequence slows by
+    /// `knee / running` (`None`: no knee, speed independent of load).
+    pub batch_knee: Option<usize>,
     /// Tokens per streamed chunk.
     pub tokens_per_chunk: usize,
     /// Seed of generated text and faults.
@@ -206,6 +217,7 @@ impl Default for SimConfig {
             max_running: 256,
             prefill_tps: 50_000.0,
             decode_tps: 100.0,
+            batch_knee: None,
             tokens_per_chunk: 1,
             seed: 0,
             faults: Faults::default(),
