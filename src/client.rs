@@ -111,11 +111,11 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure of `kind`; the message is cleaned by [`one_line`].
+    /// A failure of `kind`; the message is cleaned by [`crate::redact::one_line`].
     pub fn new(kind: FailureKind, message: impl AsRef<str>) -> Failure {
         Failure {
             kind,
-            message: one_line(message.as_ref()),
+            message: crate::redact::one_line(message.as_ref()),
             before_response: false,
         }
     }
@@ -490,7 +490,7 @@ impl Client {
                 FailureKind::Malformed,
                 format!(
                     "not an OpenAI endpoint: got text/html ({}); is --endpoint the server's API base?",
-                    one_line(&text)
+                    crate::redact::one_line(&text)
                 ),
             ));
         }
@@ -514,7 +514,7 @@ fn status_failure(status: u16, location: Option<&str>, reader: &mut impl Read) -
             location.unwrap_or("(no Location header)")
         ),
         _ if text.trim().is_empty() => format!("HTTP {status} without a body"),
-        _ => format!("HTTP {status}: {}", one_line(&text)),
+        _ => format!("HTTP {status}: {}", crate::redact::one_line(&text)),
     };
     Failure::new(FailureKind::Http(status), message)
 }
@@ -805,13 +805,6 @@ fn map_error(e: &ureq::Error) -> Failure {
         _ => FailureKind::Reset,
     };
     Failure::new(kind, e.to_string())
-}
-
-/// Text from outside trie made fit for a report: secrets removed, its first
-/// line, at most 300 characters.
-pub fn one_line(s: &str) -> String {
-    let first = s.lines().next().unwrap_or("");
-    crate::redact::clean(first).chars().take(300).collect()
 }
 
 #[cfg(test)]

@@ -53,3 +53,13 @@ impl std::error::Error for Error {}
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The text of a caught panic, on one line and without secrets.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let raw = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string());
+    crate::redact::one_line(&raw)
+}

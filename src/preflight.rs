@@ -55,20 +55,20 @@ pub fn served_models(client: &Client, endpoint: &str, stop: &Stop) -> Result<Opt
         401 | 403 => {
             return Err(Error::run(format!(
                 "GET {url}: HTTP {status}: {}; pass the right key with --api-key or OPENAI_API_KEY",
-                client::one_line(&text)
+                crate::redact::one_line(&text)
             )));
         }
         _ => {
             return Err(Error::run(format!(
                 "GET {url}: HTTP {status}: {}",
-                client::one_line(&text)
+                crate::redact::one_line(&text)
             )));
         }
     }
     let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::run(format!(
             "GET {url}: not an OpenAI model list ({e}): {}; is --endpoint the server's API base?",
-            client::one_line(&text)
+            crate::redact::one_line(&text)
         ))
     })?;
     Ok(Some(
@@ -123,7 +123,7 @@ pub fn choose_model(
     let served = served_models(client, endpoint, stop)?;
     let shown = |list: &[String]| {
         list.iter()
-            .map(|m| client::one_line(m))
+            .map(|m| crate::redact::one_line(m))
             .collect::<Vec<_>>()
             .join(", ")
     };

@@ -67,6 +67,13 @@ pub fn clean(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Text from outside trie made fit for a report: secrets removed, its first
+/// line, at most 300 characters.
+pub fn one_line(s: &str) -> String {
+    let first = s.lines().next().unwrap_or("");
+    clean(first).chars().take(300).collect()
+}
+
 /// A character a terminal acts on rather than shows.
 fn steers(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::client::{Client, Expect, Failure, FailureKind, Http, Reply};
+use crate::error::panic_message;
 use crate::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
 use crate::metrics;
 use crate::prompt::{Synth, segment_key};
@@ -121,16 +122,6 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
             warm = false;
         }
     }
-}
-
-/// The text of a caught panic, on one line and without secrets.
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    let raw = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_string());
-    crate::client::one_line(&raw)
 }
 
 /// The request body of one trace, grown in place: `{..."prompt":"<context>`

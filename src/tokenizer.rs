@@ -258,8 +258,12 @@ fn work(tok: &Tokenizer, jobs: &Receiver<Job>, stop: Option<&Stop>) {
 /// `f()`, or the message of its panic (a bug in tokenizers or trie): the
 /// worker lives on.
 fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|p| format!("the tokenizer panicked: {}", crate::slot::panic_message(&p)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        format!(
+            "the tokenizer panicked: {}",
+            crate::error::panic_message(&p)
+        )
+    })
 }
 
 /// One thread's way to the [`Workers`].
