@@ -566,9 +566,7 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--max-running" => c.max_running = whole(f, &v, limits::MAX_SIM_COUNT)? as usize,
             "--prefill-tps" => c.prefill_tps = tps(&v)?,
             "--decode-tps" => c.decode_tps = tps(&v)?,
-            "--batch-knee" => {
-                c.batch_knee = Some(whole(f, &v, limits::MAX_SIM_COUNT)?.max(1) as usize)
-            }
+            "--batch-knee" => c.batch_knee = Some(whole(f, &v, limits::MAX_SIM_COUNT)? as usize),
             "--tokens-per-chunk" => {
                 c.tokens_per_chunk = whole(f, &v, limits::MAX_SIM_COUNT)? as usize
             }

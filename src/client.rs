@@ -88,14 +88,14 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// How long the rest of a response is read after its end (`[DONE]`, or a
-/// finish reason) before the connection is given up. It runs within the
+/// finish reason with usage) before the connection is given up. It runs within the
 /// trace's tool time (and delays the next turn only by what exceeds it), so
 /// it is short: a well-behaved server's chunked terminator follows `[DONE]`
 /// at once.
 pub const DRAIN: Duration = Duration::from_millis(20);
 
-/// How long an error body may take: the server has answered, it may not
-/// hold the slot for `--timeout`.
+/// How long an error body, or a usage chunk after the finish reason, may
+/// take: the server has answered, it may not hold the slot for `--timeout`.
 pub const AFTER_ANSWER: Duration = Duration::from_secs(1);
 
 /// A failed request.
@@ -609,10 +609,14 @@ pub fn read_stream(
             break;
         }
         if stream.finished {
-            // All that is left is [DONE] (and the usage chunk, which servers
-            // send in the same step when it has not come yet): wait for them
-            // only briefly.
-            window.open(DRAIN);
+            // All that is left is [DONE], and the usage chunk when it has not
+            // come yet (vLLM and SGLang send it after the finish, later under
+            // load): wait for usage up to a second, for [DONE] only briefly.
+            window.open(if stream.usage.is_some() {
+                DRAIN
+            } else {
+                AFTER_ANSWER
+            });
         }
     }
     drop(window);

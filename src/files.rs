@@ -56,6 +56,11 @@ pub fn any_is_stdout(files: &Files) -> bool {
     let Ok(out) = std::fs::metadata("/proc/self/fd/1") else {
         return false;
     };
+    // A device (a terminal, /dev/null) is shared by design: only a file or
+    // a pipe that stdout also goes to counts.
+    if std::os::unix::fs::FileTypeExt::is_char_device(&out.file_type()) {
+        return false;
+    }
     let out = Identity::of(&out);
     files.all().into_iter().any(|(_, p)| {
         std::fs::metadata(p).is_ok_and(|m| {

@@ -124,9 +124,12 @@ const TCACHE_OFF: &str = "glibc.malloc.tcache_count=0";
 /// there was none) in the environment of trie's second start.
 const USER_TUNABLES: &str = "TRIE_USER_GLIBC_TUNABLES";
 
-/// Tune glibc's allocator for one thread per slot; for the binary's `main`,
-/// before any thread starts (it may start trie again). No effect outside
-/// glibc.
+/// Tune glibc's allocator for one thread per slot; for the binary's `main`
+/// (it may start trie again). No effect outside glibc.
+///
+/// # Safety
+///
+/// No other thread may run yet: it changes the process's environment.
 ///
 /// - No per-thread cache of freed blocks (tcache). glibc keeps up to seven
 ///   freed blocks of each of 64 sizes per thread; hundreds of slot threads
@@ -142,7 +145,7 @@ const USER_TUNABLES: &str = "TRIE_USER_GLIBC_TUNABLES";
 ///   heaps): every large buffer goes back to the system when freed.
 ///
 /// README (Performance, soak) has the figures.
-pub fn tune_allocator() {
+pub unsafe fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
@@ -160,7 +163,15 @@ pub fn tune_allocator() {
                 }
             }
             None => {
-                let user = std::env::var("GLIBC_TUNABLES").ok();
+                // A value that is not UTF-8 is the user's own business: left
+                // alone, and trie runs untuned.
+                let user = match std::env::var_os("GLIBC_TUNABLES") {
+                    Some(v) => match v.into_string() {
+                        Ok(v) => Some(v),
+                        Err(_) => return,
+                    },
+                    None => None,
+                };
                 let own = user.as_deref().is_some_and(|u| u.contains("tcache_count"));
                 if let (false, Ok(exe)) = (own, std::env::current_exe()) {
                     let (tunables, saved) = match &user {
@@ -173,12 +184,11 @@ pub fn tune_allocator() {
                         again.arg0(arg0);
                     }
                     // Returns only when the exec failed: run untuned then.
-                    let err = again
+                    let _ = again
                         .args(args)
                         .env("GLIBC_TUNABLES", tunables)
                         .env(USER_TUNABLES, saved)
                         .exec();
-                    log::debug!("running with glibc's thread cache: {err}");
                 }
             }
         }

@@ -8,7 +8,8 @@ use trie::stop::Stop;
 use trie::term;
 
 fn main() {
-    trie::limits::tune_allocator();
+    // SAFETY: the first thing main does; no other thread runs yet.
+    unsafe { trie::limits::tune_allocator() };
     trie::logging::init();
     // A panic is a bug in trie: reported through the printer (so it does not
     // tear the progress line), with its secrets removed.

@@ -56,13 +56,15 @@ pub fn clean(text: &str) -> Cow<'_, str> {
         }
     }
     if out.chars().any(steers) {
-        out = out
-            .chars()
-            .map(|c| match steers(c) {
-                true => format!("\\u{{{:x}}}", c as u32),
-                false => c.to_string(),
-            })
-            .collect();
+        let mut escaped = String::with_capacity(out.len() + 16);
+        for c in out.chars() {
+            if steers(c) {
+                escaped.push_str(&format!("\\u{{{:x}}}", c as u32));
+            } else {
+                escaped.push(c);
+            }
+        }
+        out = escaped;
     }
     Cow::Owned(out)
 }
@@ -70,8 +72,23 @@ pub fn clean(text: &str) -> Cow<'_, str> {
 /// Text from outside trie made fit for a report: secrets removed, its first
 /// line, at most 300 characters.
 pub fn one_line(s: &str) -> String {
+    const KEEP: usize = 300;
     let first = s.lines().next().unwrap_or("");
-    clean(first).chars().take(300).collect()
+    // Cleaned before it is cut (a secret across the cut is still found),
+    // but only as far as a secret could reach: a 16 MiB error line costs
+    // no more than a short one.
+    let reach = KEEP
+        + SECRETS
+            .read()
+            .iter()
+            .map(|s| s.chars().count())
+            .max()
+            .unwrap_or(0);
+    let head = match first.char_indices().nth(reach) {
+        Some((at, _)) => &first[..at],
+        None => first,
+    };
+    clean(head).chars().take(KEEP).collect()
 }
 
 /// A character a terminal acts on rather than shows.

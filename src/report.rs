@@ -354,11 +354,14 @@ pub fn tables(s: &Summary) -> String {
     let mut out = String::new();
     out.push_str("Per-trace metrics\n");
     out.push_str(&stats_table(s, per_trace_rows(s)));
-    out.push_str(&format!(
-        "\nPer-request metrics ({} completed requests, of finished and unfinished traces)\n",
-        s.http_requests
-    ));
-    out.push_str(&stats_table(s, per_request_rows(s)));
+    // Results files before schema 3 have none: no table of dashes for them.
+    if s.per_request != crate::summary::PerRequest::default() {
+        out.push_str(&format!(
+            "\nPer-request metrics ({} completed requests, of finished and unfinished traces)\n",
+            s.http_requests
+        ));
+        out.push_str(&stats_table(s, per_request_rows(s)));
+    }
 
     let total = s.completed_requests + s.failed_requests;
     out.push_str(&format!(

@@ -223,6 +223,7 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
 /// the slots and the aggregator, from the clock's start to the summary; the
 /// files are written at the end.
 pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summary> {
+    cfg.validate()?;
     let Prepared {
         workload,
         outputs,

@@ -361,16 +361,14 @@ fn run_trace(
             .into_iter()
             .chain(per_chunk.into_iter().flatten())
             .collect();
-        let counted = if texts.is_empty() {
-            Some((texts, Vec::new()))
+        // A panic of the tokenizer fails the trace, after this request's
+        // record (the server did answer it).
+        let (counted, broken) = if texts.is_empty() {
+            (Some((texts, Vec::new())), None)
         } else {
             match counter.count(texts, ctx.stop) {
-                Ok(c) => c,
-                Err(message) => {
-                    let (kind, message) = (FailureKind::Internal, message);
-                    ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
-                    return;
-                }
+                Ok(c) => (c, None),
+                Err(message) => (None, Some(message)),
             }
         };
         let (itl_sum, itl_count) = itl_of(
@@ -399,6 +397,11 @@ fn run_trace(
             body_fnv1a,
             chat_shaped: reply.chat_shaped,
         }));
+        if let Some(message) = broken {
+            let kind = FailureKind::Internal;
+            ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
+            return;
+        }
         if more {
             let Some((tail, n)) = context.filter(|_| !ctx.stop.is_set()) else {
                 ctx.trace_ended(job.seq, TraceEnd::Cancelled);

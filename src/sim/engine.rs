@@ -224,7 +224,8 @@ fn speed_share(shared: &Shared) -> f64 {
 }
 
 /// When each token of one sequence is ready: token 0 at `first`, each next
-/// one a decode step later, at the speed the load allows when it is set.
+/// one a decode step later, at the speed the load allows when its time is
+/// set (a streamed chunk's when it is next; a whole body's at once).
 struct Schedule<'a> {
     shared: &'a Shared,
     /// The latest token whose time is set, and that time.
@@ -235,10 +236,10 @@ struct Schedule<'a> {
 impl Schedule<'_> {
     /// When token `j` is ready (`j` not below an earlier call's).
     fn ready(&mut self, j: usize) -> Instant {
-        let rate = self.shared.config.decode_tps;
-        while self.last < j {
-            self.at += secs(1, rate * speed_share(self.shared));
-            self.last += 1;
+        if self.last < j {
+            let rate = self.shared.config.decode_tps * speed_share(self.shared);
+            self.at += secs(j - self.last, rate);
+            self.last = j;
         }
         self.at
     }

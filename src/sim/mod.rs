@@ -256,9 +256,13 @@ impl Sim {
     /// Load the tokenizer, bind, and start serving.
     pub fn start(config: SimConfig) -> Result<Sim> {
         config.faults.validate()?;
-        if config.block_size == 0 || config.max_running == 0 || config.tokens_per_chunk == 0 {
+        if config.block_size == 0
+            || config.max_running == 0
+            || config.tokens_per_chunk == 0
+            || config.batch_knee == Some(0)
+        {
             return Err(Error::usage(
-                "sim: --block-size, --max-running and --tokens-per-chunk must be at least 1",
+                "sim: --block-size, --max-running, --tokens-per-chunk and --batch-knee must be at least 1",
             ));
         }
         if !(config.prefill_tps >= 0.0 && config.decode_tps >= 0.0) {
@@ -274,10 +278,8 @@ impl Sim {
         let tokenizing = crate::stop::Stop::new();
         let tokenizer = Workers::start(Arc::new(tokenizer), Some(tokenizing.clone()))?;
         // Three descriptors per connection: take what the system allows.
-        let _ = crate::limits::ensure_open_files(
-            crate::limits::files_needed(config.max_running, true),
-            "sim --max-running",
-        );
+        // (every client connection, running or queued, costs three).
+        let _ = crate::limits::ensure_open_files(u64::MAX, "the sim");
         let listener = TcpListener::bind(("127.0.0.1", config.port)).map_err(|e| {
             Error::run(format!(
                 "sim: cannot listen on 127.0.0.1:{}: {e}",

@@ -153,9 +153,10 @@ fn a_server_that_answered_cannot_hold_the_slot_for_the_timeout() {
         match (ok, s) {
             (true, Ok(s)) => {
                 assert!(s.failures.is_empty(), "{name}: {:?}", s.failures);
-                assert!(s.completed_requests >= 2, "{name}: {s:?}");
-                let latency = s.per_trace.latency_s.unwrap();
-                assert!(latency.max < 3.0, "{name}: {latency:?}");
+                assert!(s.http_requests >= 2, "{name}: {s:?}");
+                // Stamped at the answer's end, not at the give-up.
+                let latency = s.per_request.latency_s.unwrap();
+                assert!(latency.max < 0.5, "{name}: {latency:?}");
             }
             (false, Ok(s)) => {
                 let f = s.failures.get("http_503");
