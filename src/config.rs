@@ -262,11 +262,6 @@ impl Config {
         self
     }
 
-    /// Run the benchmark (see [`crate::run::run`]).
-    pub fn run(&self) -> Result<crate::Summary> {
-        crate::run::run(self, &crate::run::Hooks::default())
-    }
-
     /// Slots for the closed loop, or the in-flight limit of the open loop.
     pub fn max_slots(&self) -> usize {
         match self.load {

@@ -55,6 +55,14 @@ fn check(stop: &Stop) -> Result<()> {
     }
 }
 
+impl Config {
+    /// Run the benchmark (see [`run`]). Defined here, not in [`crate::config`],
+    /// so that the configuration does not depend on the run.
+    pub fn run(&self) -> Result<Summary> {
+        run(self, &Hooks::default())
+    }
+}
+
 /// Run the benchmark described by `cfg`: [`prepare`], then [`execute`].
 pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     let prepared = prepare(cfg, &hooks.interrupt)?;
