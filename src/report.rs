@@ -243,17 +243,24 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
             );
         }
     }
+    // Counts among completed requests: absent when none completed (0
+    // mismatches of nothing would read as a perfect tokenizer match).
+    let of_requests = |n: u64| (s.http_requests > 0).then_some(n as f64);
     push(
         "prompt_token_mismatches".into(),
-        count(s.prompt_token_mismatches),
+        of_requests(s.prompt_token_mismatches),
         0,
     );
     push(
         "requests_without_usage".into(),
-        count(s.requests_without_usage),
+        of_requests(s.requests_without_usage),
         0,
     );
-    push("short_completions".into(), count(s.short_completions), 0);
+    push(
+        "short_completions".into(),
+        of_requests(s.short_completions),
+        0,
+    );
     for (kind, c) in &s.failures {
         push(format!("failures_{kind}"), count(c.traces), 0);
         push(format!("retries_{kind}"), count(c.retried_attempts), 0);

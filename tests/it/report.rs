@@ -143,3 +143,24 @@ fn trie_compare_side_by_side() {
     assert!(!text.contains("itl_ms_p50"));
     golden("compare.txt", &text);
 }
+
+#[test]
+fn counts_among_requests_are_absent_when_no_request_completed() {
+    let value = |s: &Summary, name: &str| {
+        trie::report::figures(s)
+            .into_iter()
+            .find(|f| f.name == name)
+            .unwrap()
+            .value
+    };
+    let none = Summary::default();
+    for name in [
+        "prompt_token_mismatches",
+        "requests_without_usage",
+        "short_completions",
+    ] {
+        assert_eq!(value(&none, name), None, "{name}");
+        assert_eq!(value(&summary(), name), Some(0.0), "{name}");
+    }
+    assert_eq!(value(&none, "failed_requests"), Some(0.0));
+}
