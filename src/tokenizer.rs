@@ -135,6 +135,8 @@ fn without_cache(mut t: tokenizers::Tokenizer) -> tokenizers::Tokenizer {
 /// seconds) is left to end on its own, since a stopped run must end at once.
 pub struct Workers {
     jobs: Option<Sender<Job>>,
+    /// Dropped to end the workers.
+    close: Option<Sender<()>>,
     stop: Option<Stop>,
     threads: Vec<JoinHandle<()>>,
     /// Disconnected once every worker has ended.
@@ -174,13 +176,15 @@ impl Workers {
             .clamp(1, 16);
         let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
         let (alive, ended) = crossbeam_channel::bounded::<()>(0);
+        let (close, closed) = crossbeam_channel::bounded::<()>(0);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let (tok, rx, stop, alive) = (tok.clone(), rx.clone(), stop.clone(), alive.clone());
+            let closed = closed.clone();
             let t = std::thread::Builder::new()
                 .name(format!("tokenizer-{i}"))
                 .spawn(move || {
-                    work(&tok, &rx, stop.as_ref());
+                    work(&tok, &rx, &closed, stop.as_ref());
                     drop(alive);
                 })
                 .map_err(|e| Error::run(format!("cannot start a tokenizer thread: {e}")))?;
@@ -188,6 +192,7 @@ impl Workers {
         }
         Ok(Workers {
             jobs: Some(jobs),
+            close: Some(close),
             stop,
             threads,
             ended,
@@ -227,6 +232,7 @@ impl Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         self.jobs.take();
+        self.close.take();
         let deadline = Instant::now() + JOIN_GRACE;
         if let Err(RecvTimeoutError::Disconnected) = self.ended.recv_deadline(deadline) {
             for t in self.threads.drain(..) {
@@ -238,8 +244,16 @@ impl Drop for Workers {
     }
 }
 
-fn work(tok: &Tokenizer, jobs: &Receiver<Job>, stop: Option<&Stop>) {
-    for job in jobs.iter() {
+fn work(tok: &Tokenizer, jobs: &Receiver<Job>, closed: &Receiver<()>, stop: Option<&Stop>) {
+    loop {
+        // Ends when the Workers are dropped, whatever Counters remain.
+        let job = select! {
+            recv(jobs) -> job => match job {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            recv(closed) -> _ => return,
+        };
         if stop.is_some_and(Stop::is_set) {
             continue;
         }
@@ -465,6 +479,11 @@ mod tests {
         assert_eq!(workers.encode(" hello world"), tok.encode(" hello world"));
         stop.trigger();
         assert_eq!(counter.count(vec!["x".into()], &stop), Ok(None));
+        // A counter kept past its workers does not keep them alive.
+        let begin = std::time::Instant::now();
+        drop(workers);
+        assert!(begin.elapsed() < JOIN_GRACE, "{:?}", begin.elapsed());
+        assert_eq!(counter.count(vec!["x".into()], &Stop::new()), Ok(None));
         let e = guarded(|| -> usize { panic!("boom") }).unwrap_err();
         assert!(e.contains("boom"), "{e}");
     }
