@@ -164,15 +164,11 @@ pub unsafe fn tune_allocator() {
             }
             None => {
                 // A value that is not UTF-8 is the user's own business: left
-                // alone, and trie runs untuned.
-                let user = match std::env::var_os("GLIBC_TUNABLES") {
-                    Some(v) => match v.into_string() {
-                        Ok(v) => Some(v),
-                        Err(_) => return,
-                    },
-                    None => None,
-                };
-                let own = user.as_deref().is_some_and(|u| u.contains("tcache_count"));
+                // alone (treated as the user's own setting): no restart.
+                let raw = std::env::var_os("GLIBC_TUNABLES");
+                let user = raw.as_ref().and_then(|v| v.to_str()).map(str::to_string);
+                let own =
+                    raw.is_some() && user.as_deref().is_none_or(|u| u.contains("tcache_count"));
                 if let (false, Ok(exe)) = (own, std::env::current_exe()) {
                     let (tunables, saved) = match &user {
                         Some(u) => (format!("{u}:{TCACHE_OFF}"), format!("+{u}")),

@@ -553,26 +553,26 @@ fn a_killed_run_keeps_its_event_log_to_the_last_line() {
     assert!(jsonl(&events).len() >= 10);
 }
 
-#[test]
-fn preflight_stops_unreachable_servers_and_unknown_models() {
-    let wl = small_workload();
-    let wl = wl.to_str().unwrap();
-    // Nothing listens on this port.
+/// trie on `wl` against a port nothing listens on, with `extra` flags.
+fn against_nobody(wl: &str, extra: &[&str]) -> (i32, String, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let (code, _, err) = trie_run(&[
-        "--workload",
-        wl,
-        "--endpoint",
-        &format!("http://127.0.0.1:{port}"),
-        "--model",
-        "m",
-        "--tokenizer",
-        "data/tokenizer.json",
-    ]);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut args = vec!["--workload", wl, "--endpoint", &url];
+    args.extend(["--model", "m", "--tokenizer", "data/tokenizer.json"]);
+    args.extend(extra);
+    trie_run(&args)
+}
+
+#[test]
+fn preflight_stops_unreachable_servers_and_unknown_models() {
+    let wl = small_workload();
+    let wl = wl.to_str().unwrap();
+    // Nothing listens on this port.
+    let (code, _, err) = against_nobody(wl, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("cannot reach") && err.contains("is the server up?"),
@@ -608,23 +608,7 @@ fn the_event_log_is_created_only_once_every_input_is_known() {
     let wl = wl.to_str().unwrap();
     // A run refused in its preflight leaves an old log as it was.
     let old = temp_file("old-events.jsonl", "{\"old\":1}\n");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (code, _, err) = trie_run(&[
-        "--workload",
-        wl,
-        "--endpoint",
-        &format!("http://127.0.0.1:{port}"),
-        "--model",
-        "m",
-        "--tokenizer",
-        "data/tokenizer.json",
-        "--events",
-        old.to_str().unwrap(),
-    ]);
+    let (code, _, err) = against_nobody(wl, &["--events", old.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(std::fs::read_to_string(&old).unwrap(), "{\"old\":1}\n");
 
