@@ -655,6 +655,20 @@ fn drain(reader: &mut impl BufRead) {
     }
 }
 
+/// A reader that keeps a copy of what was read from it.
+struct Recorded<R> {
+    inner: R,
+    bytes: Vec<u8>,
+}
+
+impl<R: Read> Read for Recorded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Read a whole (non-streamed) JSON body: its end is the end of the JSON
 /// value (stamped there), whenever the server closes the connection.
 pub fn read_whole(
@@ -664,20 +678,26 @@ pub fn read_whole(
     max_text: usize,
 ) -> Result<Reply, Failure> {
     let cap = max_line.saturating_add(max_text.saturating_mul(6));
-    let mut limited = Read::take(&mut *reader, cap as u64 + 1);
+    // The JSON value's bytes, read up to its end (serde_json reads a reader
+    // byte by byte, so nothing past the value is taken); skimmed, not built.
+    let mut limited = Recorded {
+        inner: Read::take(&mut *reader, cap as u64 + 1),
+        bytes: Vec::new(),
+    };
     let value = serde_json::Deserializer::from_reader(&mut limited)
-        .into_iter::<serde_json::Value>()
+        .into_iter::<serde::de::IgnoredAny>()
         .next();
     let latency = start.elapsed();
-    let too_large = limited.limit() == 0;
-    let value = match value {
+    let too_large = limited.inner.limit() == 0;
+    let body = limited.bytes;
+    match value {
         _ if too_large => {
             return Err(Failure::new(
                 FailureKind::Malformed,
                 format!("a response body larger than {cap} bytes"),
             ));
         }
-        Some(Ok(v)) => v,
+        Some(Ok(_)) => {}
         Some(Err(e)) if e.is_io() => return Err(io_failure(e.into())),
         Some(Err(e)) if e.is_eof() => {
             return Err(Failure::new(
@@ -702,9 +722,7 @@ pub fn read_whole(
     window.open(DRAIN);
     drain(reader);
     drop(window);
-    let body = value.to_string();
-    let chunk =
-        sse::parse_chunk(body.as_bytes()).map_err(|m| Failure::new(FailureKind::Malformed, m))?;
+    let chunk = sse::parse_chunk(&body).map_err(|m| Failure::new(FailureKind::Malformed, m))?;
     if !chunk.has_choice {
         return Err(Failure::new(
             FailureKind::NoChoices,
