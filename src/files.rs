@@ -191,11 +191,26 @@ impl Outputs {
     pub fn write(self, results: &Results) -> Vec<String> {
         let mut errors = Vec::new();
         for out in self.items {
-            let bytes = match out.flag {
-                "--output" => results.to_json(),
-                "--csv" => results::csv(&results.summary),
-                "--output-metrics" => results::output_metrics(&results.summary),
-                _ => continue,
+            // A bug rendering one file (a panic) costs that file, not the others.
+            let rendered =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match out.flag {
+                    "--output" => Some(results.to_json()),
+                    "--csv" => Some(results::csv(&results.summary)),
+                    "--output-metrics" => Some(results::output_metrics(&results.summary)),
+                    _ => None,
+                }));
+            let bytes = match rendered {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(panic) => {
+                    errors.push(format!(
+                        "{} {}: internal error (a bug in trie) rendering it: {}",
+                        out.flag,
+                        out.shown.display(),
+                        crate::error::panic_message(&panic)
+                    ));
+                    continue;
+                }
             };
             let shown = out.shown.display();
             let written = match out.target {

@@ -74,7 +74,13 @@ pub fn download(
         .map(str::to_string);
     let tmp = dest.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
+        // Never through a link planted at the temporary name (as files.rs
+        // writes results): a stale one is removed, the file made anew.
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         let max = crate::limits::MAX_DOWNLOAD_BYTES;
         let mut reader = resp.body_mut().with_config().limit(max + 1).reader();
         let mut got = 0u64;
