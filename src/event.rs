@@ -91,33 +91,6 @@ pub struct FailedAttempt {
     pub body_fnv1a: Option<u64>,
 }
 
-impl RequestRecord {
-    /// Completion tokens: the server's count, else `max_tokens`.
-    pub fn completion_tokens(&self) -> u64 {
-        self.usage
-            .map(|u| u.completion_tokens)
-            .unwrap_or(self.max_tokens)
-    }
-
-    /// Prompt tokens: the server's count, else what trie meant to send.
-    pub fn prompt_tokens(&self) -> u64 {
-        self.usage
-            .map(|u| u.prompt_tokens)
-            .unwrap_or(self.expected_prompt_tokens)
-    }
-
-    /// Cached prompt tokens the server reported (0 when absent; a trace none
-    /// of whose requests reported them has no hit rate at all).
-    pub fn cached_tokens(&self) -> u64 {
-        self.usage.and_then(|u| u.cached_tokens).unwrap_or(0)
-    }
-
-    /// Decode tokens/s: (completion − 1) / (latency − TTFT), `None` when undefined.
-    pub fn decode_tps(&self) -> Option<f64> {
-        crate::metrics::decode_tps(self.completion_tokens(), self.latency, self.ttft)
-    }
-}
-
 /// How a trace ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TraceEnd {

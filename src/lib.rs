@@ -131,6 +131,7 @@ pub mod logging;
 pub mod metrics;
 pub mod preflight;
 pub mod prompt;
+pub mod records;
 pub mod redact;
 pub mod report;
 pub mod results;

@@ -154,12 +154,8 @@ pub fn steady_state(points: &[CurvePoint]) -> Option<Rates> {
 /// Decode tokens/s of one request: (completion − 1) / (latency − TTFT);
 /// `None` (undefined) without streaming, with one token or less, or with no
 /// time between the first chunk and the end.
-pub fn decode_tps(
-    completion_tokens: u64,
-    latency: Duration,
-    ttft: Option<Duration>,
-) -> Option<f64> {
-    let decode = latency.as_secs_f64() - ttft?.as_secs_f64();
+pub fn decode_tps(completion_tokens: u64, latency_s: f64, ttft_s: Option<f64>) -> Option<f64> {
+    let decode = latency_s - ttft_s?;
     (completion_tokens > 1 && decode > 0.0).then(|| (completion_tokens - 1) as f64 / decode)
 }
 
@@ -245,10 +241,10 @@ mod tests {
     #[test]
     fn decode_and_itl() {
         let ms = Duration::from_millis;
-        assert_eq!(decode_tps(11, ms(1100), Some(ms(100))), Some(10.0));
-        assert_eq!(decode_tps(1, ms(1100), Some(ms(100))), None);
-        assert_eq!(decode_tps(11, ms(100), Some(ms(100))), None);
-        assert_eq!(decode_tps(11, ms(1100), None), None);
+        assert_eq!(decode_tps(11, 1.1, Some(0.1)), Some(10.0));
+        assert_eq!(decode_tps(1, 1.1, Some(0.1)), None);
+        assert_eq!(decode_tps(11, 0.1, Some(0.1)), None);
+        assert_eq!(decode_tps(11, 1.1, None), None);
         // chunks at 0, 10, 40 ms carrying 1, 1, 3 tokens: 4 intervals over 40 ms
         assert_eq!(itl(&[ms(0), ms(10), ms(40)], &[1, 1, 3]), (ms(40), 4));
         assert_eq!(itl(&[ms(5)], &[1]), (Duration::ZERO, 0));

@@ -16,13 +16,15 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Arrival, Config, Endpoint, LoadModel};
 use crate::error::{Error, Result};
 use crate::event::{Event, Next, trace_id};
+use crate::records::Records;
 use crate::report;
 use crate::summary::Summary;
 
 /// Version of the results document layout; bumped on incompatible changes
-/// (2: absent figures are `null`; 3: per-request stats). Older documents
+/// (2: absent figures are `null`; 3: per-request stats; 4: raw records).
+/// Older documents
 /// are still read.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// What happens at the deadline, in words (SPEC §4).
 pub const DEADLINE_POLICY: &str = "traces start until duration_s; at the deadline (or on Ctrl+C / SIGTERM) requests in flight are cut off at once; their traces count as cancelled, neither completed nor failed; their finished requests still count in the token curve";
@@ -48,6 +50,10 @@ pub struct Results {
     /// Everything measured: per-trace stats, rates, failures, per-trace
     /// records, the token curve.
     pub summary: Summary,
+    /// The raw rows every figure of `summary` is computed from
+    /// ([`crate::records::summarize`]; absent before schema 4).
+    #[serde(default)]
+    pub records: Option<Records>,
 }
 
 /// The configuration of a run as recorded (no secrets).
@@ -205,6 +211,7 @@ impl Results {
         config: RunConfig,
         stopped_at_s: f64,
         summary: Summary,
+        records: Records,
     ) -> Results {
         Results {
             schema_version: SCHEMA_VERSION,
@@ -224,6 +231,7 @@ impl Results {
                 .map(|f| (f.name, f.value))
                 .collect(),
             summary,
+            records: Some(records),
         }
     }
 
@@ -261,6 +269,16 @@ impl Results {
     }
 
     /// The document as pretty JSON.
+    /// The run's figures: computed again from its records
+    /// ([`crate::records::summarize`]) when the document has them (schema 4
+    /// on), else as stored.
+    pub fn summarize(self) -> Summary {
+        match &self.records {
+            Some(r) => crate::records::summarize(&self.summary, r, self.summary.wall_time_s),
+            None => self.summary,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
@@ -268,20 +286,25 @@ impl Results {
 
 /// `trie report FILE`: the tables the run printed.
 pub fn report_file(path: &Path) -> Result<String> {
-    Ok(report::tables(&Results::read(path)?.summary) + "\n")
+    Ok(report::tables(&Results::read(path)?.summarize()) + "\n")
 }
 
-/// `trie compare FILES`: headline figures side by side.
 pub fn compare_files(paths: &[std::path::PathBuf]) -> Result<String> {
     let docs = paths
         .iter()
-        .map(|p| Ok((p.display().to_string(), Results::read(p)?.figures)))
+        .map(|p| {
+            let summary = Results::read(p)?.summarize();
+            let figures: report::FigureMap = report::figures(&summary)
+                .into_iter()
+                .map(|f| (f.name, f.value))
+                .collect();
+            Ok((p.display().to_string(), figures))
+        })
         .collect::<Result<Vec<(String, report::FigureMap)>>>()?;
     let runs: Vec<_> = docs.iter().map(|(n, f)| (n.clone(), f)).collect();
     Ok(report::compare(&runs))
 }
 
-/// The CSV header; one column per field of a [`csv`] row.
 pub const CSV_HEADER: &str = "trace_id,template,slot,start_s,latency_s,ttft_s,ttfat_s,decode_tps,decode_tpot_ms,itl_ms,cache_hit_rate_pct,eligible_cache_hit_rate_pct,requests,output_tokens_per_trace,output_tokens_per_turn,retries";
 
 /// One CSV row per completed trace (an absent figure, such as one that

@@ -391,28 +391,36 @@ pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summar
     if interrupted {
         log::warn!("benchmark interrupted");
     }
-    let base = summary.clone();
-    let summary = catch_unwind(AssertUnwindSafe(|| agg.finish(summary, stopped_at)))
-        .unwrap_or_else(|panic| {
-            // Still a run: its settings and this error go into the files.
-            let message = format!(
-                "internal error (a bug in trie) summarizing the run: {}",
-                panic_message(&panic)
-            );
-            log::error!("{message}");
-            let mut s = base;
-            s.failures
-                .entry(crate::client::FailureKind::Internal.name())
-                .or_default()
-                .examples
-                .push(message);
-            s
-        });
+    let records = agg.into_records();
+    let summary = catch_unwind(AssertUnwindSafe(|| {
+        crate::records::summarize(&summary, &records, stopped_at.as_secs_f64())
+    }))
+    .unwrap_or_else(|panic| {
+        // Still a run: its settings, its records and this error go into the files.
+        let message = format!(
+            "internal error (a bug in trie) summarizing the run: {}",
+            panic_message(&panic)
+        );
+        log::error!("{message}");
+        let mut s = summary;
+        s.failures
+            .entry(crate::client::FailureKind::Internal.name())
+            .or_default()
+            .examples
+            .push(message);
+        s
+    });
     log::info!(
         "{}",
         report::event_line("benchmark complete", &report::complete_pairs(&summary))
     );
-    let results = Results::new(started, run_config, stopped_at.as_secs_f64(), summary);
+    let results = Results::new(
+        started,
+        run_config,
+        stopped_at.as_secs_f64(),
+        summary,
+        records,
+    );
     let mut errors: Vec<String> = event_log_error.into_iter().collect();
     errors.extend(outputs.write(&results));
     let mut summary = results.summary;
