@@ -1,6 +1,10 @@
-//! Command-line parsing, in two stages: lexopt reads GNU flags and the Python
-//! version's `key=value` words into raw values, then they are validated into a
-//! [`Config`] or [`SimConfig`]. Every error names the flag and the fix.
+//! Command-line parsing. Every run flag is one entry of [`FLAGS`] (the
+//! ripgrep `defs.rs` pattern): its long name, its Python-style word, its
+//! section, help text, default and parser live together, and `trie --help`
+//! is rendered from the table. Parsing has two stages: lexopt reads GNU
+//! flags and `key=value` words, each flag's parser turns its text into a
+//! typed raw value, then [`Raw::into_config`] checks how they combine and
+//! builds a [`Config`]. Every error names the flag and the fix.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -8,7 +12,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
-use crate::config::{Arrival, Config, Files, LoadModel};
+use crate::config::{Arrival, Config, Files, LoadModel, Search};
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::sim::SimConfig;
@@ -16,7 +20,7 @@ use crate::sim::SimConfig;
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    /// Run a benchmark.
+    /// Run a benchmark: one run, a sweep, or (with a search) `trie capacity`.
     Run(Box<Config>),
     /// Serve the simulated engine.
     Sim(Box<SimConfig>),
@@ -24,70 +28,658 @@ pub enum Command {
     Report(PathBuf),
     /// Print the headline figures of results files side by side.
     Compare(Vec<PathBuf>),
+    /// Draw the charts of a results file into a directory.
+    Plot(PathBuf, PathBuf),
     /// Print this text and exit 0.
     Print(String),
 }
 
-/// `trie --help`.
-pub const HELP: &str = "\
+/// Which commands take a flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `trie` and `trie capacity`.
+    Both,
+    /// `trie capacity` only.
+    Capacity,
+}
+
+/// One run flag, everything about it in one place.
+pub struct Flag {
+    /// `--concurrency`.
+    pub long: &'static str,
+    /// `-q`, when it has one.
+    pub short: Option<char>,
+    /// The Python version's `key=` word, when it has one.
+    pub py: Option<&'static str>,
+    /// The value's name in help (`N`, `S`); `None`: a switch.
+    pub value: Option<&'static str>,
+    /// The help section.
+    pub section: &'static str,
+    /// Help text; `\n` starts a continuation line.
+    pub help: &'static str,
+    /// The default, shown in help.
+    pub default: Option<&'static str>,
+    /// Which commands take it.
+    pub scope: Scope,
+    /// Parse the value (switches get `"true"`) into the raw values.
+    pub parse: fn(&mut Raw, &str) -> Result<()>,
+}
+
+/// The help sections, in order.
+const SECTIONS: &[&str] = &[
+    "Workload and endpoint",
+    "Load (a comma-separated list runs one point per value, in order)",
+    "Sweeps: trials, SLOs and goodput",
+    "Capacity search (trie capacity)",
+    "Requests",
+    "Output files (written at the end, on Ctrl+C and on SIGTERM; sweeps: after every run)",
+    "Output",
+];
+
+fn list<T>(flag: &str, v: &str, one: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    let items: Vec<&str> = v.split(',').map(str::trim).collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err(Error::usage(format!(
+            "{flag}: '{v}' has an empty item; write values separated by commas, e.g. 1,2,4"
+        )));
+    }
+    if items.len() > limits::MAX_POINTS {
+        return Err(Error::usage(format!(
+            "{flag}: {} values is too many: at most {}",
+            items.len(),
+            limits::MAX_POINTS
+        )));
+    }
+    items.into_iter().map(one).collect()
+}
+
+fn percent(flag: &str, v: &str, lo: f64, hi: f64) -> Result<f64> {
+    let x: f64 = num(flag, v, "a percentage")?;
+    if !(x.is_finite() && x > lo && x < hi) {
+        return Err(Error::usage(format!(
+            "{flag}: '{v}' must be a percentage between {lo} and {hi}, exclusive"
+        )));
+    }
+    Ok(x)
+}
+
+fn path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+/// Every run flag.
+pub const FLAGS: &[Flag] = &[
+    Flag {
+        long: "--workload",
+        short: None,
+        py: Some("workload_path"),
+        value: Some("PATH|ALIAS"),
+        section: SECTIONS[0],
+        help: "JSONL trace templates, or agentic, qa, office (downloaded\nfrom HF_ENDPOINT into TRIE_DATASET_CACHE)   [required]",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.workload = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--endpoint",
+        short: None,
+        py: Some("endpoint"),
+        value: Some("URL|sim"),
+        section: SECTIONS[0],
+        help: "OpenAI-compatible base URL (/v1 added if missing), or\n`sim` for the built-in engine",
+        default: Some("$OPENAI_BASE_URL"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.endpoint = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--model",
+        short: None,
+        py: Some("model"),
+        value: Some("NAME"),
+        section: SECTIONS[0],
+        help: "model to request",
+        default: Some("the one GET /v1/models lists"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.model = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--tokenizer",
+        short: None,
+        py: Some("tokenizer_model"),
+        value: Some("PATH|DIR|ORG/NAME"),
+        section: SECTIONS[0],
+        help: "the server's tokenizer.json",
+        default: Some("the model name"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.tokenizer = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--concurrency",
+        short: None,
+        py: Some("concurrency"),
+        value: Some("N[,N...]"),
+        section: SECTIONS[1],
+        help: "closed loop: N slots running traces back to back",
+        default: Some("1"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.concurrency = Some(list("--concurrency", v, |x| {
+                Ok(whole("--concurrency", x, limits::MAX_SLOTS as u64)? as usize)
+            })?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--arrival-rate",
+        short: None,
+        py: Some("arrival_rate"),
+        value: Some("R[,R...]"),
+        section: SECTIONS[1],
+        help: "open loop: R traces/s (exclusive with --concurrency)",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.arrival_rate = Some(list("--arrival-rate", v, |x| {
+                num("--arrival-rate", x, "a number of traces per second")
+            })?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--arrival",
+        short: None,
+        py: None,
+        value: Some("constant|poisson"),
+        section: SECTIONS[1],
+        help: "spacing of open-loop arrivals",
+        default: Some("constant"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.arrival = Some(match v {
+                "constant" => Arrival::Constant,
+                "poisson" => Arrival::Poisson,
+                other => {
+                    return Err(Error::usage(format!(
+                        "--arrival: '{other}' is not constant or poisson"
+                    )));
+                }
+            });
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--max-inflight",
+        short: None,
+        py: None,
+        value: Some("N"),
+        section: SECTIONS[1],
+        help: "open loop: most traces in flight at once",
+        default: Some("4096"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.max_inflight = Some(whole("--max-inflight", v, limits::MAX_SLOTS as u64)? as usize);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--duration",
+        short: None,
+        py: Some("duration"),
+        value: Some("S"),
+        section: SECTIONS[1],
+        help: "deadline for starting traces, seconds (each run of a sweep)",
+        default: Some("300"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.duration = Some(secs("--duration", v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--trials",
+        short: None,
+        py: None,
+        value: Some("N"),
+        section: SECTIONS[2],
+        help: "runs of each load point (statistics over them: mean ± a\nStudent-t interval, coefficient of variation)",
+        default: Some("1"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.trials = Some(whole("--trials", v, limits::MAX_TRIALS as u64)? as u32);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--warmup",
+        short: None,
+        py: None,
+        value: Some("S"),
+        section: SECTIONS[2],
+        help: "run load for S seconds before each measured run, discarded",
+        default: Some("none"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.warmup = Some(secs("--warmup", v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--cooldown",
+        short: None,
+        py: None,
+        value: Some("S"),
+        section: SECTIONS[2],
+        help: "pause S seconds after each run",
+        default: Some("none"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.cooldown = Some(secs("--cooldown", v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--reset-cache",
+        short: None,
+        py: None,
+        value: None,
+        section: SECTIONS[2],
+        help: "reset the engine's prefix cache before each run (vLLM, SGLang,\nllama.cpp, sim); says which way worked, warns when none did",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, _| {
+            r.reset_cache = true;
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--confidence",
+        short: None,
+        py: None,
+        value: Some("PCT"),
+        section: SECTIONS[2],
+        help: "confidence of the intervals over trials, percent",
+        default: Some("95"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.confidence = Some(percent("--confidence", v, 0.0, 100.0)? / 100.0);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--slo",
+        short: None,
+        py: None,
+        value: Some("LIST"),
+        section: SECTIONS[2],
+        help: "conditions METRIC:STAT<=VALUE or >=, comma-separated; METRIC a\nper-trace column or req.COLUMN; STAT mean, min, max or pNN;\ne.g. 'ttfat_s:p90<=8,decode_tps:p10>=20,req.ttft_s:p99<=2'",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.slo = Some(crate::slo::parse(v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--max-concurrency",
+        short: None,
+        py: None,
+        value: Some("N"),
+        section: SECTIONS[3],
+        help: "closed loop: the highest concurrency probed",
+        default: Some("1024"),
+        scope: Scope::Capacity,
+        parse: |r, v| {
+            r.max_concurrency =
+                Some(whole("--max-concurrency", v, limits::MAX_SLOTS as u64)? as usize);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--max-arrival-rate",
+        short: None,
+        py: None,
+        value: Some("R"),
+        section: SECTIONS[3],
+        help: "search the open loop instead, from --arrival-rate (default 1)\nup to R traces/s",
+        default: None,
+        scope: Scope::Capacity,
+        parse: |r, v| {
+            r.max_arrival_rate = Some(num(
+                "--max-arrival-rate",
+                v,
+                "a number of traces per second",
+            )?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--precision",
+        short: None,
+        py: None,
+        value: Some("PCT"),
+        section: SECTIONS[3],
+        help: "stop when the answer is within PCT percent (closed loop: or ±1)",
+        default: Some("0 closed, 5 open"),
+        scope: Scope::Capacity,
+        parse: |r, v| {
+            let p: f64 = num("--precision", v, "a percentage")?;
+            r.precision = Some(p);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--seed",
+        short: None,
+        py: Some("seed"),
+        value: Some("N"),
+        section: SECTIONS[4],
+        help: "seed of all synthetic text",
+        default: Some("0"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.seed = Some(whole("--seed", v, u64::MAX)?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--api-key",
+        short: None,
+        py: Some("api_key"),
+        value: Some("KEY"),
+        section: SECTIONS[4],
+        help: "bearer token",
+        default: Some("$OPENAI_API_KEY"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.api_key = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--max-retries",
+        short: None,
+        py: Some("max_retries"),
+        value: Some("N"),
+        section: SECTIONS[4],
+        help: "retries per request (connection errors, 408, 409, 429, 5xx)",
+        default: Some("2"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.max_retries = Some(whole("--max-retries", v, limits::MAX_RETRIES as u64)? as u32);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--timeout",
+        short: None,
+        py: Some("timeout"),
+        value: Some("S"),
+        section: SECTIONS[4],
+        help: "per-request timeout, seconds",
+        default: Some("600"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.timeout = Some(secs("--timeout", v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--connect-timeout",
+        short: None,
+        py: None,
+        value: Some("S"),
+        section: SECTIONS[4],
+        help: "timeout of connecting, and of each preflight request",
+        default: Some("10"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.connect_timeout = Some(secs("--connect-timeout", v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--max-line-bytes",
+        short: None,
+        py: None,
+        value: Some("N"),
+        section: SECTIONS[4],
+        help: "longest SSE line (or non-streamed body) accepted; a longer\none fails the request as malformed",
+        default: Some("16777216"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.max_line_bytes =
+                Some(whole("--max-line-bytes", v, limits::MAX_LINE_BYTES.2 as u64)? as usize);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--no-stream",
+        short: None,
+        py: Some("stream"),
+        value: None,
+        section: SECTIONS[4],
+        help: "do not stream (no TTFT, TTFAT, decode speed, ITL)",
+        default: None,
+        scope: Scope::Both,
+        // The switch gives "true" (no stream); the word stream=False gives
+        // "False" through the same parser, inverted.
+        parse: |r, v| {
+            r.stream = Some(!boolean("--no-stream", v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--num-gpus",
+        short: None,
+        py: Some("num_gpus"),
+        value: Some("N"),
+        section: SECTIONS[4],
+        help: "GPUs behind the endpoint, for the per-GPU figures",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.num_gpus = Some(whole("--num-gpus", v, limits::MAX_GPUS)? as u32);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--output",
+        short: None,
+        py: None,
+        value: Some("PATH"),
+        section: SECTIONS[5],
+        help: "results JSON: configuration, every figure, the raw records (a\nsweep: every run); read back by trie report / compare / plot",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.files.output = path(v);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--csv",
+        short: None,
+        py: None,
+        value: Some("PATH"),
+        section: SECTIONS[5],
+        help: "one row per completed trace (a sweep: per point x trial)",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.files.csv = path(v);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--events",
+        short: None,
+        py: None,
+        value: Some("PATH"),
+        section: SECTIONS[5],
+        help: "per-request event log, JSONL, flushed line by line",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.files.events = path(v);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--output-metrics",
+        short: None,
+        py: Some("output_metrics_path"),
+        value: Some("PATH"),
+        section: SECTIONS[5],
+        help: "one JSONL row of output tokens per completed trace",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.files.output_metrics = path(v);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--plot",
+        short: None,
+        py: None,
+        value: Some("DIR"),
+        section: SECTIONS[5],
+        help: "SVG charts and report.html (self-contained) into DIR",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.plot = path(v);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--progress-interval",
+        short: None,
+        py: Some("duration_update_interval"),
+        value: Some("S"),
+        section: SECTIONS[6],
+        help: "log the remaining time every S seconds (>= 0.1)",
+        default: Some("off"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            let d = secs("--progress-interval", v)?;
+            r.progress_interval = Some((!d.is_zero()).then_some(d));
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--quiet",
+        short: Some('q'),
+        py: None,
+        value: None,
+        section: SECTIONS[6],
+        help: "no live progress line",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, _| {
+            r.quiet = true;
+            Ok(())
+        },
+    },
+];
+
+/// The usage lines at the top of `trie --help`.
+const USAGE: &str = "\
 trie — trace replay inference evaluation: replay agentic trace workloads
 against an OpenAI-compatible endpoint and measure it.
 
 Usage: trie --workload PATH|agentic|qa|office --endpoint URL|sim [OPTIONS]
+       trie capacity --slo LIST [OPTIONS]  the most load meeting every SLO
        trie sim [OPTIONS]              serve the simulated engine (trie sim --help)
-       trie report RESULTS.json        print the tables of a run written by --output
+       trie report RESULTS.json        print the tables of a run or sweep (--output)
        trie compare A.json B.json ...  headline figures side by side, change vs A
+       trie plot RESULTS.json [DIR]    draw its charts (default DIR: RESULTS-plots)
        trie workload_path=... endpoint=... concurrency=...   (Python-style words)
+";
 
-Workload and endpoint:
-  --workload PATH|ALIAS    JSONL trace templates, or agentic, qa, office (downloaded
-                           from HF_ENDPOINT into TRIE_DATASET_CACHE)   [required]
-  --endpoint URL|sim       OpenAI-compatible base URL (/v1 added if missing), or
-                           `sim` for the built-in engine    [default: $OPENAI_BASE_URL]
-  --model NAME             model to request        [default: the one GET /v1/models lists]
-  --tokenizer PATH|DIR|ORG/NAME  the server's tokenizer.json [default: the model name]
-
-Load:
-  --concurrency N          closed loop: N slots running traces back to back  [default: 1]
-  --arrival-rate R         open loop: R traces/s (exclusive with --concurrency)
-  --arrival constant|poisson  spacing of open-loop arrivals           [default: constant]
-  --max-inflight N         open loop: most traces in flight at once     [default: 4096]
-  --duration S             deadline for starting traces, seconds          [default: 300]
-
-Requests:
-  --seed N                 seed of all synthetic text                       [default: 0]
-  --api-key KEY            bearer token                    [default: $OPENAI_API_KEY]
-  --max-retries N          retries per request (connection errors, 408, 409, 429, 5xx)
-                                                                            [default: 2]
-  --timeout S              per-request timeout, seconds                   [default: 600]
-  --connect-timeout S      timeout of connecting, and of each preflight request
-                                                                           [default: 10]
-  --max-line-bytes N       longest SSE line (or non-streamed body) accepted; a longer
-                           one fails the request as malformed      [default: 16777216]
-  --no-stream              do not stream (no TTFT, TTFAT, decode speed, ITL)
-  --num-gpus N             GPUs behind the endpoint, for the per-GPU column
-
-Output files (written at the end, on Ctrl+C and on SIGTERM):
-  --output PATH            results JSON: configuration, every figure, per-trace records,
-                           token curve, failures (read back by trie report / compare)
-  --csv PATH               one row per completed trace
-  --events PATH            per-request event log, JSONL, flushed line by line
-  --output-metrics PATH    one JSONL row of output tokens per completed trace
-
-Output:
-  --progress-interval S    log the remaining time every S seconds (>= 0.1) [default: off]
-  -q, --quiet              no live progress line
-  -h, --help               this text
+/// The tail of `trie --help`.
+const HELP_TAIL: &str = "  -h, --help               this text
   -V, --version            the version
-
-Python-style words (existing sweep scripts work unchanged):
-  workload_path= endpoint= model= concurrency= tokenizer_model= duration= seed=
-  api_key= max_retries= timeout= num_gpus= stream=True|False arrival_rate=
-  duration_update_interval= output_metrics_path=
 
 Environment: OPENAI_BASE_URL, OPENAI_API_KEY, HF_ENDPOINT, HF_TOKEN, HF_HOME,
   HF_HUB_CACHE, TRIE_DATASET_CACHE, RUST_LOG (e.g. RUST_LOG=debug).
 ";
+
+/// Width of help lines.
+const HELP_WIDTH: usize = 88;
+/// Column where help text starts.
+const HELP_COLUMN: usize = 27;
+
+/// `trie --help`, rendered from [`FLAGS`].
+pub fn help() -> String {
+    let mut out = String::from(USAGE);
+    for section in SECTIONS {
+        out.push('\n');
+        out.push_str(section);
+        out.push_str(":\n");
+        for f in FLAGS.iter().filter(|f| f.section == *section) {
+            let name = match (f.short, f.value) {
+                (Some(c), None) => format!("-{c}, {}", f.long),
+                (_, Some(v)) => format!("{} {v}", f.long),
+                (None, None) => f.long.to_string(),
+            };
+            let mut lines: Vec<String> = f.help.split('\n').map(str::to_string).collect();
+            let mut first = format!("  {name:<w$}", w = HELP_COLUMN - 3);
+            if first.chars().count() >= HELP_COLUMN {
+                out.push_str(first.trim_end());
+                out.push('\n');
+                first = " ".repeat(HELP_COLUMN);
+            } else {
+                first.push(' ');
+            }
+            lines[0] = format!("{first}{}", lines[0]);
+            for l in lines.iter_mut().skip(1) {
+                *l = format!("{}{l}", " ".repeat(HELP_COLUMN));
+            }
+            if let Some(d) = f.default {
+                let tag = format!("[default: {d}]");
+                let last = lines.last_mut().expect("one line at least");
+                let used = last.chars().count();
+                if used + 2 + tag.len() <= HELP_WIDTH {
+                    last.push_str(&" ".repeat(HELP_WIDTH - used - tag.len()));
+                    last.push_str(&tag);
+                } else {
+                    lines.push(format!("{tag:>HELP_WIDTH$}"));
+                }
+            }
+            for l in lines {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+    }
+    out.push_str(HELP_TAIL);
+    out.push_str("\nPython-style words (existing sweep scripts work unchanged):\n ");
+    let mut width = 1;
+    for f in FLAGS.iter().filter(|f| f.py.is_some()) {
+        let w = format!(" {}=", f.py.unwrap_or_default());
+        if width + w.len() > HELP_WIDTH - 10 {
+            out.push_str("\n ");
+            width = 1;
+        }
+        width += w.len();
+        out.push_str(&w);
+    }
+    out.push('\n');
+    out
+}
 
 /// `trie sim --help`.
 pub const SIM_HELP: &str = "\
@@ -186,115 +778,65 @@ fn boolean(flag: &str, v: &str) -> Result<bool> {
     }
 }
 
-/// Raw values of a run, before validation.
+/// Typed values of a run's flags, before they are combined.
 #[derive(Default)]
-struct Raw {
+pub struct Raw {
     workload: Option<String>,
     endpoint: Option<String>,
     model: Option<String>,
     tokenizer: Option<String>,
-    concurrency: Option<String>,
-    arrival_rate: Option<String>,
-    arrival: Option<String>,
-    max_inflight: Option<String>,
-    duration: Option<String>,
-    seed: Option<String>,
+    concurrency: Option<Vec<usize>>,
+    arrival_rate: Option<Vec<f64>>,
+    arrival: Option<Arrival>,
+    max_inflight: Option<usize>,
+    duration: Option<Duration>,
+    trials: Option<u32>,
+    warmup: Option<Duration>,
+    cooldown: Option<Duration>,
+    reset_cache: bool,
+    confidence: Option<f64>,
+    slo: Option<Vec<crate::slo::Slo>>,
+    max_concurrency: Option<usize>,
+    max_arrival_rate: Option<f64>,
+    precision: Option<f64>,
+    seed: Option<u64>,
     api_key: Option<String>,
-    max_retries: Option<String>,
-    timeout: Option<String>,
-    connect_timeout: Option<String>,
-    max_line_bytes: Option<String>,
-    num_gpus: Option<String>,
+    max_retries: Option<u32>,
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    max_line_bytes: Option<usize>,
+    num_gpus: Option<u32>,
     stream: Option<bool>,
-    progress_interval: Option<String>,
-    output: Option<String>,
-    csv: Option<String>,
-    events: Option<String>,
-    output_metrics: Option<String>,
-}
-
-/// The `key=value` words of the Python version, mapped to flags.
-const PY_WORDS: &[(&str, &str)] = &[
-    ("workload_path", "--workload"),
-    ("endpoint", "--endpoint"),
-    ("model", "--model"),
-    ("concurrency", "--concurrency"),
-    ("tokenizer_model", "--tokenizer"),
-    ("duration", "--duration"),
-    ("seed", "--seed"),
-    ("api_key", "--api-key"),
-    ("max_retries", "--max-retries"),
-    ("timeout", "--timeout"),
-    ("num_gpus", "--num-gpus"),
-    ("stream", "--stream"),
-    ("arrival_rate", "--arrival-rate"),
-    ("duration_update_interval", "--progress-interval"),
-    ("output_metrics_path", "--output-metrics"),
-];
-
-/// Run flags that have no Python-style word.
-const FLAG_ONLY: &[&str] = &[
-    "--arrival",
-    "--max-inflight",
-    "--connect-timeout",
-    "--max-line-bytes",
-    "--output",
-    "--csv",
-    "--events",
-];
-
-/// Whether `flag` is a run flag that takes a value.
-fn takes_value(flag: &str) -> bool {
-    FLAG_ONLY.contains(&flag) || PY_WORDS.iter().any(|(_, f)| *f == flag && *f != "--stream")
+    progress_interval: Option<Option<Duration>>,
+    files: Files,
+    plot: Option<PathBuf>,
+    quiet: bool,
+    /// Flags given, for the capacity-only check.
+    given: Vec<&'static Flag>,
 }
 
 impl Raw {
-    /// Store `value` for `flag`.
-    fn set(&mut self, flag: &str, value: String) -> Result<()> {
+    /// Apply `flag` with `value`.
+    fn set(&mut self, flag: &'static Flag, value: &str) -> Result<()> {
         // An empty value is a shell variable that was not set: an error,
         // not a silently absent file or model (an empty key means none).
-        if value.is_empty() && flag != "--api-key" {
+        if value.is_empty() && flag.long != "--api-key" {
             return Err(Error::usage(format!(
-                "{flag} is empty; pass a value (an unset shell variable?)"
+                "{} is empty; pass a value (an unset shell variable?)",
+                flag.long
             )));
         }
-        let slot = match flag {
-            "--workload" => &mut self.workload,
-            "--endpoint" => &mut self.endpoint,
-            "--model" => &mut self.model,
-            "--tokenizer" => &mut self.tokenizer,
-            "--concurrency" => &mut self.concurrency,
-            "--arrival-rate" => &mut self.arrival_rate,
-            "--arrival" => &mut self.arrival,
-            "--max-inflight" => &mut self.max_inflight,
-            "--duration" => &mut self.duration,
-            "--seed" => &mut self.seed,
-            "--api-key" => &mut self.api_key,
-            "--max-retries" => &mut self.max_retries,
-            "--timeout" => &mut self.timeout,
-            "--connect-timeout" => &mut self.connect_timeout,
-            "--max-line-bytes" => &mut self.max_line_bytes,
-            "--num-gpus" => &mut self.num_gpus,
-            "--progress-interval" => &mut self.progress_interval,
-            "--output" => &mut self.output,
-            "--csv" => &mut self.csv,
-            "--events" => &mut self.events,
-            "--output-metrics" => &mut self.output_metrics,
-            "--stream" => {
-                self.stream = Some(boolean("stream", &value)?);
-                return Ok(());
-            }
-            _ => {
-                return Err(Error::usage(format!(
-                    "unknown flag {flag}; see trie --help"
-                )));
-            }
-        };
-        *slot = Some(value);
-        Ok(())
+        self.given.push(flag);
+        (flag.parse)(self, value)
     }
 
-    fn into_config(self) -> Result<Config> {
+    fn into_config(self, capacity: bool) -> Result<Config> {
+        if !capacity && let Some(f) = self.given.iter().find(|f| f.scope == Scope::Capacity) {
+            return Err(Error::usage(format!(
+                "{} is a flag of trie capacity (the search); a sweep runs the points --concurrency lists",
+                f.long
+            )));
+        }
         let workload = self.workload.ok_or_else(|| {
             Error::usage("--workload is required: a JSONL file or an alias (agentic, qa, office)")
         })?;
@@ -307,7 +849,7 @@ impl Raw {
         let mut cfg = Config::new(&workload, &endpoint)?;
         cfg.model = self.model.filter(|m| !m.is_empty());
         cfg.tokenizer = self.tokenizer.filter(|t| !t.is_empty());
-        cfg.load = match (self.concurrency, self.arrival_rate) {
+        let points: Vec<LoadModel> = match (self.concurrency, self.arrival_rate) {
             (Some(_), Some(_)) => {
                 return Err(Error::usage(
                     "--concurrency and --arrival-rate exclude each other; pass one of them",
@@ -319,34 +861,34 @@ impl Raw {
                         "--arrival and --max-inflight need --arrival-rate (open loop)",
                     ));
                 }
-                let n = match c {
-                    Some(v) => whole("--concurrency", &v, limits::MAX_SLOTS as u64)? as usize,
-                    None => 1,
-                };
-                LoadModel::Closed { concurrency: n }
+                c.unwrap_or_else(|| vec![1])
+                    .into_iter()
+                    .map(|concurrency| LoadModel::Closed { concurrency })
+                    .collect()
             }
-            (None, Some(r)) => LoadModel::Open {
-                rate: num("--arrival-rate", &r, "a number of traces per second")?,
-                arrival: match self.arrival.as_deref() {
-                    None | Some("constant") => Arrival::Constant,
-                    Some("poisson") => Arrival::Poisson,
-                    Some(other) => {
-                        return Err(Error::usage(format!(
-                            "--arrival: '{other}' is not constant or poisson"
-                        )));
-                    }
-                },
-                max_inflight: match self.max_inflight {
-                    Some(v) => whole("--max-inflight", &v, limits::MAX_SLOTS as u64)? as usize,
-                    None => 4096,
-                },
-            },
+            (None, Some(rates)) => rates
+                .into_iter()
+                .map(|rate| LoadModel::Open {
+                    rate,
+                    arrival: self.arrival.unwrap_or(Arrival::Constant),
+                    max_inflight: self.max_inflight.unwrap_or(4096),
+                })
+                .collect(),
         };
-        if let Some(v) = self.duration {
-            cfg.duration = secs("--duration", &v)?;
+        cfg.load = points[0];
+        if points.len() > 1 {
+            if capacity {
+                return Err(Error::usage(
+                    "trie capacity searches the load itself: give one --concurrency or --arrival-rate (the start), not a list",
+                ));
+            }
+            cfg.sweep.points = points;
+        }
+        if let Some(d) = self.duration {
+            cfg.duration = d;
         }
         if let Some(v) = self.seed {
-            cfg.seed = whole("--seed", &v, u64::MAX)?;
+            cfg.seed = v;
         }
         cfg.api_key = self
             .api_key
@@ -354,35 +896,45 @@ impl Raw {
             .filter(|k| !k.is_empty())
             .map(crate::config::Secret::new);
         if let Some(v) = self.max_retries {
-            cfg.max_retries = whole("--max-retries", &v, limits::MAX_RETRIES as u64)? as u32;
+            cfg.max_retries = v;
         }
         if let Some(v) = self.timeout {
-            cfg.timeout = secs("--timeout", &v)?;
+            cfg.timeout = v;
         }
         if let Some(v) = self.connect_timeout {
-            cfg.connect_timeout = secs("--connect-timeout", &v)?;
+            cfg.connect_timeout = v;
         }
         if let Some(v) = self.max_line_bytes {
-            cfg.max_line_bytes =
-                whole("--max-line-bytes", &v, limits::MAX_LINE_BYTES.2 as u64)? as usize;
+            cfg.max_line_bytes = v;
         }
-        if let Some(v) = self.num_gpus {
-            cfg.num_gpus = Some(whole("--num-gpus", &v, limits::MAX_GPUS)? as u32);
-        }
+        cfg.num_gpus = self.num_gpus;
         if let Some(s) = self.stream {
             cfg.stream = s;
         }
-        if let Some(v) = self.progress_interval {
-            let d = secs("--progress-interval", &v)?;
-            cfg.progress_interval = (!d.is_zero()).then_some(d);
+        if let Some(p) = self.progress_interval {
+            cfg.progress_interval = p;
         }
-        let path = |v: Option<String>| v.filter(|p| !p.is_empty()).map(PathBuf::from);
-        cfg.files = Files {
-            output: path(self.output),
-            csv: path(self.csv),
-            events: path(self.events),
-            output_metrics: path(self.output_metrics),
-        };
+        cfg.files = self.files;
+        let sw = &mut cfg.sweep;
+        if let Some(t) = self.trials {
+            sw.trials = t;
+        }
+        sw.warmup = self.warmup.filter(|d| !d.is_zero());
+        sw.cooldown = self.cooldown.filter(|d| !d.is_zero());
+        sw.reset_cache = self.reset_cache;
+        if let Some(c) = self.confidence {
+            sw.confidence = c;
+        }
+        sw.slo = self.slo.unwrap_or_default();
+        sw.plot = self.plot;
+        if capacity {
+            let d = Search::default();
+            sw.search = Some(Search {
+                max_concurrency: self.max_concurrency.unwrap_or(d.max_concurrency),
+                max_arrival_rate: self.max_arrival_rate,
+                precision_pct: self.precision.unwrap_or(d.precision_pct),
+            });
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -391,49 +943,55 @@ impl Raw {
 /// Parse `trie`'s arguments (without the program name). Also returns whether
 /// the live progress line is wanted.
 pub fn parse(args: Vec<OsString>) -> Result<(Command, bool)> {
-    if args.first().is_some_and(|a| a == "sim") {
-        return Ok((parse_sim(args[1..].to_vec())?, false));
+    let first = args.first().and_then(|a| a.to_str()).unwrap_or_default();
+    match first {
+        "sim" => return Ok((parse_sim(args[1..].to_vec())?, false)),
+        "report" | "compare" | "plot" => {
+            return Ok((parse_files(first, &args[1..])?, false));
+        }
+        _ => {}
     }
-    if let Some(cmd) = args
-        .first()
-        .and_then(|a| a.to_str())
-        .filter(|a| *a == "report" || *a == "compare")
-    {
-        return Ok((parse_files(cmd, &args[1..])?, false));
-    }
+    let capacity = first == "capacity";
+    let args = if capacity { args[1..].to_vec() } else { args };
     let mut parser = lexopt::Parser::from_args(args);
     let mut raw = Raw::default();
-    let mut progress = true;
+    let find = |long: &str| FLAGS.iter().find(|f| f.long == long);
     while let Some(arg) = parser
         .next()
         .map_err(|e| Error::usage(format!("{e}; see trie --help")))?
     {
         match arg {
-            Short('h') | Long("help") => return Ok((Command::Print(HELP.to_string()), false)),
+            Short('h') | Long("help") => return Ok((Command::Print(help()), false)),
             Short('V') | Long("version") => {
                 return Ok((
                     Command::Print(format!("trie {}\n", env!("CARGO_PKG_VERSION"))),
                     false,
                 ));
             }
-            Short('q') | Long("quiet") => progress = false,
-            Long("no-stream") => raw.stream = Some(false),
-            Long(name) => {
-                let flag = format!("--{name}");
-                if flag == "--stream" {
-                    return Err(Error::usage(
-                        "unknown flag --stream: streaming is the default; --no-stream turns it off",
-                    ));
-                }
-                if !takes_value(&flag) {
-                    return Err(Error::usage(format!(
-                        "unknown flag {flag}; see trie --help"
-                    )));
-                }
-                let v = value_of(&mut parser, &flag)?;
-                raw.set(&flag, v)?;
+            Short(c) => match FLAGS.iter().find(|f| f.short == Some(c)) {
+                Some(f) => raw.set(f, "true")?,
+                None => return Err(Error::usage(format!("unknown flag -{c}; see trie --help"))),
+            },
+            Long("stream") => {
+                return Err(Error::usage(
+                    "unknown flag --stream: streaming is the default; --no-stream turns it off",
+                ));
             }
-            Short(c) => return Err(Error::usage(format!("unknown flag -{c}; see trie --help"))),
+            Long(name) => {
+                let long = format!("--{name}");
+                let Some(f) = find(&long) else {
+                    return Err(Error::usage(format!(
+                        "unknown flag {long}; see trie --help"
+                    )));
+                };
+                match f.value {
+                    None => raw.set(f, "true")?,
+                    Some(_) => {
+                        let v = value_of(&mut parser, f.long)?;
+                        raw.set(f, &v)?;
+                    }
+                }
+            }
             Value(v) => {
                 let word = v
                     .into_string()
@@ -443,27 +1001,34 @@ pub fn parse(args: Vec<OsString>) -> Result<(Command, bool)> {
                         "unexpected argument '{word}'; flags start with -- (see trie --help)"
                     )));
                 };
-                let Some((_, flag)) = PY_WORDS.iter().find(|(k, _)| *k == key) else {
+                let Some(f) = FLAGS.iter().find(|f| f.py == Some(key)) else {
                     return Err(Error::usage(format!(
                         "unknown setting '{key}='; known: {}",
-                        PY_WORDS
+                        FLAGS
                             .iter()
-                            .map(|(k, _)| *k)
+                            .filter_map(|f| f.py)
                             .collect::<Vec<_>>()
                             .join(", ")
                     )));
                 };
-                raw.set(flag, value.to_string())?;
+                if f.long == "--no-stream" {
+                    // stream=True means streaming: the switch's opposite.
+                    let on = boolean("stream", value)?;
+                    raw.set(f, if on { "false" } else { "true" })?;
+                } else {
+                    raw.set(f, value)?;
+                }
             }
         }
     }
-    Ok((Command::Run(Box::new(raw.into_config()?)), progress))
+    let quiet = raw.quiet;
+    Ok((Command::Run(Box::new(raw.into_config(capacity)?)), !quiet))
 }
 
-/// `trie report FILE` / `trie compare FILE FILE...`.
+/// `trie report FILE` / `trie compare FILE FILE...` / `trie plot FILE [DIR]`.
 fn parse_files(cmd: &str, args: &[OsString]) -> Result<Command> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        return Ok(Command::Print(HELP.to_string()));
+        return Ok(Command::Print(help()));
     }
     if let Some(flag) = args.iter().find(|a| a.to_string_lossy().starts_with('-')) {
         return Err(Error::usage(format!(
@@ -473,6 +1038,15 @@ fn parse_files(cmd: &str, args: &[OsString]) -> Result<Command> {
     }
     let files: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
     match (cmd, files.len()) {
+        ("plot", 1) => {
+            let stem = files[0].file_stem().unwrap_or_default().to_string_lossy();
+            let dir = files[0].with_file_name(format!("{stem}-plots"));
+            Ok(Command::Plot(files[0].clone(), dir))
+        }
+        ("plot", 2) => Ok(Command::Plot(files[0].clone(), files[1].clone())),
+        ("plot", _) => Err(Error::usage(
+            "trie plot takes a results file and an optional directory: trie plot RESULTS.json [DIR]",
+        )),
         ("report", 1) => Ok(Command::Report(files[0].clone())),
         ("report", _) => Err(Error::usage(
             "trie report takes one results file: trie report RESULTS.json",

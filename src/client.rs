@@ -252,6 +252,29 @@ impl Http {
     }
 }
 
+/// The status and body (at most 1 MiB, lossy UTF-8) of a small answer; a
+/// redirect is a failure naming its `Location`.
+fn small_answer(
+    resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<(u16, String), Failure> {
+    let resp = resp.map_err(|e| map_error(&e))?;
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut reader = resp.into_body().into_reader();
+    if (300..400).contains(&status) {
+        return Err(status_failure(status, location.as_deref(), &mut reader));
+    }
+    let mut bytes = Vec::new();
+    Read::take(&mut reader, 1 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(io_failure)?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// Each connection's input and output buffer.
 const IO_BUFFER: usize = 64 << 10;
 
@@ -419,22 +442,17 @@ impl Client {
         if let Some(auth) = &self.auth {
             req = req.header("Authorization", &**auth);
         }
-        let resp = req.call().map_err(|e| map_error(&e))?;
-        let status = resp.status().as_u16();
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut reader = resp.into_body().into_reader();
-        if (300..400).contains(&status) {
-            return Err(status_failure(status, location.as_deref(), &mut reader));
+        small_answer(req.call())
+    }
+
+    /// `POST url` with an empty body (an engine's admin endpoint), answered
+    /// as [`Client::get`] is.
+    pub fn post_empty(&self, url: &str) -> Result<(u16, String), Failure> {
+        let mut req = self.agent.post(url);
+        if let Some(auth) = &self.auth {
+            req = req.header("Authorization", &**auth);
         }
-        let mut bytes = Vec::new();
-        Read::take(&mut reader, 1 << 20)
-            .read_to_end(&mut bytes)
-            .map_err(io_failure)?;
-        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        small_answer(req.send_empty())
     }
 
     /// Whether requests stream.

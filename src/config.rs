@@ -101,6 +101,70 @@ pub struct Config {
     pub progress_interval: Option<Duration>,
     /// Files the run writes.
     pub files: Files,
+    /// Many runs from one command: load lists, trials, SLOs, the search.
+    pub sweep: Sweep,
+}
+
+/// Many runs from one command (`--concurrency 1,2,4`, `--trials`, `--slo`,
+/// `trie capacity`). The default is one run of `load`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    /// The load points, in order (`load` is the first); empty: `load` alone.
+    pub points: Vec<LoadModel>,
+    /// Runs of each point.
+    pub trials: u32,
+    /// Load run (and discarded) before each measured run.
+    pub warmup: Option<Duration>,
+    /// Pause after each run.
+    pub cooldown: Option<Duration>,
+    /// Reset the engine's prefix cache before each run.
+    pub reset_cache: bool,
+    /// Confidence of the intervals over trials (0.95: 95 %).
+    pub confidence: f64,
+    /// Service-level objectives judged per run.
+    pub slo: Vec<crate::slo::Slo>,
+    /// `trie capacity`: search for the most load meeting `slo`.
+    pub search: Option<Search>,
+    /// `--plot DIR`: SVG charts and an HTML report.
+    pub plot: Option<PathBuf>,
+}
+
+impl Default for Sweep {
+    fn default() -> Sweep {
+        Sweep {
+            points: Vec::new(),
+            trials: 1,
+            warmup: None,
+            cooldown: None,
+            reset_cache: false,
+            confidence: 0.95,
+            slo: Vec::new(),
+            search: None,
+            plot: None,
+        }
+    }
+}
+
+/// The capacity search's bounds (`trie capacity`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Search {
+    /// Closed loop: the most concurrency probed.
+    pub max_concurrency: usize,
+    /// Open loop (when set): the highest arrival rate probed, traces/s.
+    pub max_arrival_rate: Option<f64>,
+    /// Stop bisecting when the bracket is within this percent of the
+    /// passing value (and, closed loop, within ±1).
+    pub precision_pct: f64,
+}
+
+impl Default for Search {
+    fn default() -> Search {
+        Search {
+            max_concurrency: 1024,
+            max_arrival_rate: None,
+            precision_pct: 0.0,
+        }
+    }
 }
 
 /// Files a run writes (each optional).
@@ -153,6 +217,7 @@ impl Config {
             stream: true,
             progress_interval: None,
             files: Files::default(),
+            sweep: Sweep::default(),
         })
     }
 
@@ -264,15 +329,133 @@ impl Config {
 
     /// Slots for the closed loop, or the in-flight limit of the open loop.
     pub fn max_slots(&self) -> usize {
-        match self.load {
+        let slots = |l: &LoadModel| match *l {
             LoadModel::Closed { concurrency } => concurrency,
             LoadModel::Open { max_inflight, .. } => max_inflight,
+        };
+        let search = match self.sweep.search {
+            Some(s) if s.max_arrival_rate.is_none() => s.max_concurrency,
+            _ => 0,
+        };
+        self.points()
+            .iter()
+            .map(slots)
+            .max()
+            .unwrap_or(0)
+            .max(search)
+    }
+
+    /// The load points of the sweep, in order (`[load]` for one run).
+    pub fn points(&self) -> Vec<LoadModel> {
+        if self.sweep.points.is_empty() {
+            vec![self.load]
+        } else {
+            self.sweep.points.clone()
         }
+    }
+
+    /// More than one run: a sweep document instead of a run's.
+    pub fn is_sweep(&self) -> bool {
+        self.points().len() > 1 || self.sweep.trials > 1 || self.sweep.search.is_some()
+    }
+
+    /// This configuration at load point `load` (one run of a sweep).
+    pub fn at(&self, load: LoadModel) -> Config {
+        let mut c = self.clone();
+        c.load = load;
+        c.sweep.points.clear();
+        c
+    }
+
+    /// Closed loop at each of `concurrencies`, one point each, in order.
+    pub fn concurrencies(mut self, concurrencies: &[usize]) -> Config {
+        self.sweep.points = concurrencies
+            .iter()
+            .map(|&concurrency| LoadModel::Closed { concurrency })
+            .collect();
+        if let Some(first) = self.sweep.points.first() {
+            self.load = *first;
+        }
+        self
+    }
+
+    /// Runs of each point.
+    pub fn trials(mut self, n: u32) -> Config {
+        self.sweep.trials = n;
+        self
+    }
+
+    /// Write SVG charts and `report.html` into `dir`.
+    pub fn plot(mut self, dir: impl Into<PathBuf>) -> Config {
+        self.sweep.plot = Some(dir.into());
+        self
+    }
+
+    /// Service-level objectives (the `--slo` grammar).
+    pub fn slo(mut self, text: &str) -> Result<Config> {
+        self.sweep.slo = crate::slo::parse(text)?;
+        Ok(self)
     }
 
     /// Check every value against its bounds ([`crate::limits`]); errors
     /// name the flag and the allowed range.
     pub fn validate(&self) -> Result<()> {
+        for load in self.points() {
+            self.at(load).validate_load()?;
+        }
+        let sw = &self.sweep;
+        if sw.trials == 0 || sw.trials > limits::MAX_TRIALS {
+            return Err(Error::usage(format!(
+                "--trials {} is out of range: from 1 to {}",
+                sw.trials,
+                limits::MAX_TRIALS
+            )));
+        }
+        if sw.points.len() > limits::MAX_POINTS {
+            return Err(Error::usage(format!(
+                "{} load points is too many: at most {}",
+                sw.points.len(),
+                limits::MAX_POINTS
+            )));
+        }
+        for (flag, d) in [("--warmup", sw.warmup), ("--cooldown", sw.cooldown)] {
+            if let Some(d) = d {
+                check_seconds(flag, d)?;
+            }
+        }
+        if !(sw.confidence > 0.0 && sw.confidence < 1.0) {
+            return Err(Error::usage(format!(
+                "--confidence {} is out of range: between 0 and 100 percent, exclusive",
+                100.0 * sw.confidence
+            )));
+        }
+        if let Some(s) = sw.search {
+            if sw.slo.is_empty() {
+                return Err(Error::usage(
+                    "trie capacity needs --slo: the conditions a load point must meet (e.g. --slo 'ttfat_s:p90<=8')",
+                ));
+            }
+            check_count("--max-concurrency", s.max_concurrency, 1, limits::MAX_SLOTS)?;
+            if let Some(r) = s.max_arrival_rate {
+                let (lo, hi) = limits::ARRIVAL_RATE;
+                if !(r.is_finite() && (lo..=hi).contains(&r)) {
+                    return Err(Error::usage(format!(
+                        "--max-arrival-rate {r} is out of range: from {lo} to {hi} traces per second"
+                    )));
+                }
+            }
+            if !(0.0..=50.0).contains(&s.precision_pct) {
+                return Err(Error::usage(format!(
+                    "--precision {} is out of range: from 0 to 50 percent",
+                    s.precision_pct
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Check the values of one run.
+    fn validate_load(&self) -> Result<()> {
         if let Some(at) = self
             .api_key
             .as_ref()

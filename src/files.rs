@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::config::Files;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::results::{self, Results};
+use crate::results;
 use crate::stop::Stop;
 
 /// Device and inode of a file.
@@ -178,6 +178,7 @@ impl Outputs {
             Target::Direct { file, .. } => (file, false),
         };
         Ok(Some(EventLog {
+            tag: None,
             file: Some(file),
             regular,
             written: 0,
@@ -186,19 +187,20 @@ impl Outputs {
         }))
     }
 
-    /// Write every end-of-run file; the errors, each naming its file (and
-    /// where the document was saved instead).
-    pub fn write(self, results: &Results) -> Vec<String> {
+    /// Write the files `render` gives for each flag (`None`: not this one);
+    /// the errors, each naming its file (and where the document was saved
+    /// instead). Regular files are replaced atomically on every call;
+    /// special files (FIFOs, stdout, devices) take one write, so they are
+    /// written only when `last`.
+    pub fn write(&mut self, render: &dyn Fn(&str) -> Option<String>, last: bool) -> Vec<String> {
         let mut errors = Vec::new();
-        for out in self.items {
+        for out in &mut self.items {
+            if !last && matches!(out.target, Target::Direct { .. }) {
+                continue;
+            }
             // A bug rendering one file (a panic) costs that file, not the others.
             let rendered =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match out.flag {
-                    "--output" => Some(results.to_json()),
-                    "--csv" => Some(results::csv(&results.summary)),
-                    "--output-metrics" => Some(results::output_metrics(&results.summary)),
-                    _ => None,
-                }));
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render(out.flag)));
             let bytes = match rendered {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => continue,
@@ -213,9 +215,9 @@ impl Outputs {
                 }
             };
             let shown = out.shown.display();
-            let written = match out.target {
-                Target::Regular(path) => write_atomic(&path, bytes.as_bytes()),
-                Target::Direct { mut file, .. } => {
+            let written = match &mut out.target {
+                Target::Regular(path) => write_atomic(path, bytes.as_bytes()),
+                Target::Direct { file, .. } => {
                     file.write_all(bytes.as_bytes()).and_then(|_| file.flush())
                 }
             };
@@ -519,6 +521,8 @@ fn save_elsewhere(flag: &str, shown: &Path, bytes: &[u8]) -> String {
 /// regular file a line that was only partly written is cut off again, so
 /// the log never ends in a torn line.
 pub struct EventLog {
+    /// In a sweep: the (point, trial) each line carries.
+    pub tag: Option<(usize, u32)>,
     file: Option<File>,
     regular: bool,
     written: u64,
@@ -529,7 +533,8 @@ pub struct EventLog {
 impl EventLog {
     /// Log `ev` if it is a request event.
     pub fn write(&mut self, ev: &Event) {
-        let (Some(file), Some(mut line)) = (self.file.as_mut(), results::event_json(ev)) else {
+        let (Some(file), Some(mut line)) = (self.file.as_mut(), results::event_json(ev, self.tag))
+        else {
             return;
         };
         line.push('\n');

@@ -40,6 +40,15 @@ pub const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
 /// Most GPUs (`--num-gpus`).
 pub const MAX_GPUS: u64 = 1_000_000;
 
+/// Most trials per load point.
+pub const MAX_TRIALS: u32 = 1000;
+
+/// Most load points in one sweep.
+pub const MAX_POINTS: usize = 1000;
+
+/// Most points one capacity search probes (each with its trials).
+pub const MAX_PROBES: usize = 64;
+
 /// Most BOS tokens the sim counts (`trie sim --bos`).
 pub const MAX_SIM_BOS: u64 = 16;
 

@@ -67,8 +67,9 @@ fn print_or_fail(r: trie::Result<String>) -> i32 {
 fn execute(cmd: Command, progress: bool) -> i32 {
     match cmd {
         Command::Print(text) => print(&text),
-        Command::Report(path) => print_or_fail(trie::results::report_file(&path)),
-        Command::Compare(paths) => print_or_fail(trie::results::compare_files(&paths)),
+        Command::Report(path) => print_or_fail(trie::document::report_file(&path)),
+        Command::Compare(paths) => print_or_fail(trie::document::compare_files(&paths)),
+        Command::Plot(path, dir) => print_or_fail(trie::document::plot_file(&path, &dir)),
         Command::Sim(config) => {
             let stop = interrupts();
             match trie::sim::Sim::start(*config) {
@@ -79,6 +80,41 @@ fn execute(cmd: Command, progress: bool) -> i32 {
                     }
                     sim.stop();
                     code
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Run(config) if config.is_sweep() => {
+            let hooks = trie::run::Hooks {
+                interrupt: interrupts(),
+                progress,
+                on_trace: None,
+            };
+            match trie::sweep::drive::run(&config, &hooks) {
+                Ok(out) => {
+                    let tables = trie::sweep::tables(&out.doc);
+                    let printed = if trie::files::any_is_stdout(&config.files) {
+                        term::line(tables.trim_end());
+                        0
+                    } else {
+                        print(&tables)
+                    };
+                    for e in &out.file_errors {
+                        term::line(&format!("error: {e}"));
+                    }
+                    let completed: u64 = out
+                        .doc
+                        .runs
+                        .iter()
+                        .map(|r| r.results.summary.completed_requests)
+                        .sum();
+                    if out.doc.interrupted {
+                        130
+                    } else if completed == 0 || !out.file_errors.is_empty() || printed != 0 {
+                        1
+                    } else {
+                        0
+                    }
                 }
                 Err(e) => fail(&e),
             }

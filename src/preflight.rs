@@ -338,6 +338,60 @@ pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
     out
 }
 
+/// Empty the engine's prefix cache where it offers a way: vLLM's (and the
+/// sim's) `POST /reset_prefix_cache`, SGLang's `POST /flush_cache`, or
+/// llama.cpp's `POST /slots/ID?action=erase` for every slot `GET /slots`
+/// lists, tried in that order at the endpoint's root (without `/v1`).
+/// Returns what worked, or why nothing did.
+pub fn reset_cache(client: &Client, endpoint: &str) -> std::result::Result<String, String> {
+    let root = endpoint.trim_end_matches('/').trim_end_matches("/v1");
+    let ok = |r: &std::result::Result<(u16, String), crate::client::Failure>| {
+        matches!(r, Ok((200..=299, _)))
+    };
+    let mut tried = Vec::new();
+    for (engine, path) in [("vLLM", "/reset_prefix_cache"), ("SGLang", "/flush_cache")] {
+        let r = client.post_empty(&format!("{root}{path}"));
+        if ok(&r) {
+            return Ok(format!("POST {path} ({engine})"));
+        }
+        tried.push(match r {
+            Ok((status, _)) => format!("POST {path}: {status}"),
+            Err(f) => format!("POST {path}: {}", f.message),
+        });
+    }
+    match client.get(&format!("{root}/slots")) {
+        Ok((200, body)) => {
+            let ids: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.as_array()
+                        .map(|a| a.iter().filter_map(|s| s["id"].as_u64()).collect())
+                })
+                .unwrap_or_default();
+            if ids.is_empty() {
+                tried.push("GET /slots: no slot ids".to_string());
+            } else {
+                let erased = ids
+                    .iter()
+                    .filter(|id| ok(&client.post_empty(&format!("{root}/slots/{id}?action=erase"))))
+                    .count();
+                if erased == ids.len() {
+                    return Ok(format!(
+                        "POST /slots/ID?action=erase for {erased} slots (llama.cpp)"
+                    ));
+                }
+                tried.push(format!(
+                    "POST /slots/ID?action=erase: {erased} of {} slots",
+                    ids.len()
+                ));
+            }
+        }
+        Ok((status, _)) => tried.push(format!("GET /slots: {status}")),
+        Err(f) => tried.push(format!("GET /slots: {}", f.message)),
+    }
+    Err(crate::redact::one_line(&tried.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

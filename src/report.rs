@@ -177,7 +177,7 @@ pub const ABSENT: &str = "–";
 
 /// `x` with `decimals` decimals, fewer when needed to fit `MAX_CELL`
 /// characters (tables stay within [`MAX_WIDTH`] columns); absent is `–`.
-fn cell(x: Option<f64>, decimals: usize) -> String {
+pub(crate) fn cell(x: Option<f64>, decimals: usize) -> String {
     let Some(x) = x else {
         return ABSENT.to_string();
     };
@@ -295,7 +295,7 @@ pub fn complete_pairs(s: &Summary) -> Vec<(String, String)> {
 
 /// A table in trie's style; the titles of the columns in `left` are
 /// left-aligned, the others right-aligned (over numbers).
-fn table(titles: Vec<String>, left: &[usize]) -> Table {
+pub(crate) fn table(titles: Vec<String>, left: &[usize]) -> Table {
     use format::{LinePosition, LineSeparator};
     let mut t = Table::new();
     t.set_format(
@@ -351,7 +351,7 @@ fn stats_table(s: &Summary, rows: Vec<TraceRow<'_>>) -> String {
     t.to_string()
 }
 
-fn right(text: &str) -> Cell {
+pub(crate) fn right(text: &str) -> Cell {
     Cell::new_align(text, format::Alignment::RIGHT)
 }
 
@@ -475,30 +475,49 @@ fn short(x: f64) -> String {
 /// A run's figures by name, as `trie compare` reads them.
 pub type FigureMap = std::collections::BTreeMap<String, Option<f64>>;
 
+/// Figures over trials by name (a sweep point's).
+pub type IntervalMap = std::collections::BTreeMap<String, Option<crate::stats::Interval>>;
+
 /// `trie compare`: the headline figures of each run side by side, each
 /// after the first with its change relative to the first; a figure absent
-/// from every run is left out.
-pub fn compare(runs: &[(String, &FigureMap)]) -> String {
+/// from every run is left out. A column with intervals over trials (a
+/// sweep point) marks a change whose interval overlaps the first column's
+/// `n.s.`: not significant at their confidence.
+pub fn compare(runs: &[(String, &FigureMap, Option<&IntervalMap>)]) -> String {
     let mut t = table(
         std::iter::once("Metric".to_string())
-            .chain(runs.iter().map(|(name, _)| name.clone()))
+            .chain(runs.iter().map(|(name, _, _)| name.clone()))
             .collect(),
         &[0],
     );
     for name in HEADLINE {
         let value = |f: &FigureMap| f.get(*name).copied().flatten();
-        if runs.iter().all(|(_, f)| value(f).is_none()) {
+        if runs.iter().all(|(_, f, _)| value(f).is_none()) {
             continue;
         }
-        let base = runs.first().and_then(|(_, f)| value(f));
+        let interval = |i: Option<&IntervalMap>| i.and_then(|m| m.get(*name).copied().flatten());
+        let (base, base_iv) = match runs.first() {
+            Some((_, f, i)) => (value(f), interval(*i)),
+            None => (None, None),
+        };
         let mut cells = vec![Cell::new(name)];
-        for (i, (_, f)) in runs.iter().enumerate() {
+        for (i, (_, f, ivs)) in runs.iter().enumerate() {
             let v = value(f);
-            let text = if i == 0 {
+            let mut text = if i == 0 {
                 v.map(short).unwrap_or_else(|| ABSENT.into())
             } else {
                 relative(v, base)
             };
+            if i > 0
+                && v.is_some()
+                && let (Some(a), Some(b)) = (base_iv, interval(*ivs))
+                && a.half_width.is_some()
+                && b.half_width.is_some()
+                && a.overlaps(&b)
+                && v != base
+            {
+                text.push_str(" n.s.");
+            }
             cells.push(right(&text));
         }
         t.add_row(Row::new(cells));

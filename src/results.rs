@@ -235,40 +235,12 @@ impl Results {
         }
     }
 
-    /// Read a results document; errors name the file and the fix.
+    /// Read a run's results document; errors name the file and the fix.
     pub fn read(path: &Path) -> Result<Results> {
-        let shown = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::usage(format!(
-                "{shown}: cannot read it ({e}); pass a file written by trie --output"
-            ))
-        })?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::usage(format!(
-                "{shown}: not JSON ({e}); pass a file written by trie --output"
-            ))
-        })?;
-        match value.get("schema_version").and_then(|v| v.as_u64()) {
-            None => {
-                return Err(Error::usage(format!(
-                    "{shown}: no schema_version, not a trie results file; pass a file written by trie --output"
-                )));
-            }
-            Some(v) if v > SCHEMA_VERSION as u64 => {
-                return Err(Error::usage(format!(
-                    "{shown}: schema_version {v} is newer than this trie reads ({SCHEMA_VERSION}); use a newer trie"
-                )));
-            }
-            Some(_) => {}
-        }
-        serde_json::from_value(value).map_err(|e| {
-            Error::usage(format!(
-                "{shown}: not a valid trie results file ({e}); pass a file written by trie --output"
-            ))
-        })
+        let value = read_document(path)?;
+        parse_document(path, value)
     }
 
-    /// The document as pretty JSON.
     /// The run's figures: computed again from its records
     /// ([`crate::records::summarize`]) when the document has them (schema 4
     /// on), else as stored.
@@ -279,32 +251,51 @@ impl Results {
         }
     }
 
+    /// The document as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
 }
 
-/// `trie report FILE`: the tables the run printed.
-pub fn report_file(path: &Path) -> Result<String> {
-    Ok(report::tables(&Results::read(path)?.summarize()) + "\n")
+/// The JSON of a results document (a run's or a sweep's), its version
+/// checked; errors name the file and the fix.
+pub fn read_document(path: &Path) -> Result<serde_json::Value> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(format!(
+            "{shown}: cannot read it ({e}); pass a file written by trie --output"
+        ))
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::usage(format!(
+            "{shown}: not JSON ({e}); pass a file written by trie --output"
+        ))
+    })?;
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        None => Err(Error::usage(format!(
+            "{shown}: no schema_version, not a trie results file; pass a file written by trie --output"
+        ))),
+        Some(v) if v > SCHEMA_VERSION as u64 => Err(Error::usage(format!(
+            "{shown}: schema_version {v} is newer than this trie reads ({SCHEMA_VERSION}); use a newer trie"
+        ))),
+        Some(_) => Ok(value),
+    }
 }
 
-pub fn compare_files(paths: &[std::path::PathBuf]) -> Result<String> {
-    let docs = paths
-        .iter()
-        .map(|p| {
-            let summary = Results::read(p)?.summarize();
-            let figures: report::FigureMap = report::figures(&summary)
-                .into_iter()
-                .map(|f| (f.name, f.value))
-                .collect();
-            Ok((p.display().to_string(), figures))
-        })
-        .collect::<Result<Vec<(String, report::FigureMap)>>>()?;
-    let runs: Vec<_> = docs.iter().map(|(n, f)| (n.clone(), f)).collect();
-    Ok(report::compare(&runs))
+/// `value` (read from `path`) as a `T`; the error names the file.
+pub fn parse_document<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    value: serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| {
+        Error::usage(format!(
+            "{}: not a valid trie results file ({e}); pass a file written by trie --output",
+            path.display()
+        ))
+    })
 }
 
+/// The header of the per-trace CSV (`--csv`).
 pub const CSV_HEADER: &str = "trace_id,template,slot,start_s,latency_s,ttft_s,ttfat_s,decode_tps,decode_tpot_ms,itl_ms,cache_hit_rate_pct,eligible_cache_hit_rate_pct,requests,output_tokens_per_trace,output_tokens_per_turn,retries";
 
 /// One CSV row per completed trace (an absent figure, such as one that
@@ -386,10 +377,14 @@ struct EventLine<'a> {
     message: Option<&'a str>,
     body_fnv1a: Option<String>,
     server_timings: Option<crate::sse::ServerTimings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    point: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trial: Option<u32>,
 }
 
 /// The event-log line of a request event (`None` for other events).
-pub fn event_json(ev: &Event) -> Option<String> {
+pub fn event_json(ev: &Event, tag: Option<(usize, u32)>) -> Option<String> {
     let hex = |h: Option<u64>| h.map(|h| format!("{h:016x}"));
     let line = match ev {
         Event::Request(r) => EventLine {
@@ -433,6 +428,11 @@ pub fn event_json(ev: &Event) -> Option<String> {
             ..EventLine::default()
         },
         _ => return None,
+    };
+    let line = EventLine {
+        point: tag.map(|t| t.0),
+        trial: tag.map(|t| t.1),
+        ..line
     };
     serde_json::to_string(&line).ok()
 }

@@ -63,10 +63,61 @@ impl Config {
     }
 }
 
-/// Run the benchmark described by `cfg`: [`prepare`], then [`execute`].
+/// Run the benchmark described by `cfg` (one load point): [`prepare`],
+/// [`execute`], then the files.
 pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
-    let prepared = prepare(cfg, &hooks.interrupt)?;
-    execute(cfg, prepared, hooks)
+    let mut prepared = prepare(cfg, &hooks.interrupt)?;
+    let results = execute(cfg, &mut prepared, hooks, &RunId::default())?;
+    let mut errors = prepared.take_event_log_error();
+    errors.extend(prepared.write(
+        &|flag| match flag {
+            "--output" => Some(results.to_json()),
+            "--csv" => Some(crate::results::csv(&results.summary)),
+            "--output-metrics" => Some(crate::results::output_metrics(&results.summary)),
+            _ => None,
+        },
+        true,
+    ));
+    if let Some(dir) = &cfg.sweep.plot {
+        errors.extend(crate::plot::write_run(dir, &results));
+    }
+    prepared.close();
+    let mut summary = results.summary;
+    summary.file_errors = errors;
+    Ok(summary)
+}
+
+/// Which run of a sweep this is. The default is a single run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunId {
+    /// Load point, from 0.
+    pub point: usize,
+    /// Trial of the point, from 0.
+    pub trial: u32,
+    /// A warm-up run (measured, then discarded).
+    pub warmup: bool,
+    /// Part of a sweep: event log lines carry `point` and `trial`.
+    pub in_sweep: bool,
+    /// Said before the progress line (`point 3/6 trial 2/3 …`).
+    pub label: String,
+}
+
+impl RunId {
+    /// The key of this run's synthetic text: the seed itself for the first
+    /// measured run (a single run sends what it always sent), a fresh key
+    /// for every other, so no run sends a prompt another run of the sweep
+    /// left in the prefix cache.
+    pub fn text_seed(&self, seed: u64) -> u64 {
+        if self.point == 0 && self.trial == 0 && !self.warmup {
+            seed
+        } else {
+            mix(seed
+                ^ mix(0x7377_6565_7000_0000
+                    ^ ((self.point as u64) << 33)
+                    ^ ((self.trial as u64) << 1)
+                    ^ self.warmup as u64))
+        }
+    }
 }
 
 /// Everything a run needs that does not change from one load point to the
@@ -85,6 +136,43 @@ pub struct Prepared {
     synth: Synth,
     warned: preflight::Warned,
     run_config: RunConfig,
+    event_log_error: Option<String>,
+}
+
+impl Prepared {
+    /// Write the files `render` gives for each output flag (`None`: not
+    /// this one). Regular files are replaced atomically every time; special
+    /// files (FIFOs, stdout) only when `last`. Returns the errors.
+    pub fn write(&mut self, render: &dyn Fn(&str) -> Option<String>, last: bool) -> Vec<String> {
+        self.outputs.write(render, last)
+    }
+
+    /// The event log's write error, once.
+    pub fn take_event_log_error(&mut self) -> Vec<String> {
+        self.event_log_error.take().into_iter().collect()
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The HTTP clients' settings.
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    /// The record of the configuration.
+    pub fn run_config(&self) -> &RunConfig {
+        &self.run_config
+    }
+
+    /// Stop the sim, if one runs.
+    pub fn close(self) {
+        if let Some(sim) = self.sim {
+            sim.stop();
+        }
+    }
 }
 
 /// Validate `cfg`, resolve and load the workload and tokenizer, check every
@@ -224,19 +312,31 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
         synth,
         warned: probe.warned,
         run_config,
+        event_log_error: None,
     })
 }
 
 /// Execute one load point of `prepared` (as `cfg` describes it): the feeder,
-/// the slots and the aggregator, from the clock's start to the summary; the
-/// files are written at the end.
-pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summary> {
+/// the slots and the aggregator, from the clock's start to the results of
+/// the run (written by the caller).
+pub fn execute(
+    cfg: &Config,
+    prepared: &mut Prepared,
+    hooks: &Hooks,
+    id: &RunId,
+) -> Result<Results> {
     cfg.validate()?;
+    // A warm-up is not logged.
+    let event_log = if id.warmup {
+        None
+    } else {
+        prepared.event_log.take().map(|mut log| {
+            log.tag = id.in_sweep.then_some((id.point, id.trial));
+            log
+        })
+    };
     let Prepared {
         workload,
-        outputs,
-        event_log,
-        sim,
         endpoint,
         http,
         model,
@@ -244,11 +344,12 @@ pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summar
         tokenizer: tok,
         synth,
         warned,
-        run_config,
-    } = prepared;
+        ..
+    } = &*prepared;
+    let (workload, warned) = (workload.clone(), *warned);
     let stop = &hooks.interrupt;
     let mut summary = Summary {
-        model: crate::redact::clean(&model).into_owned(),
+        model: crate::redact::clean(model).into_owned(),
         endpoint: endpoint.clone(),
         workload: workload.path.display().to_string(),
         workload_templates: workload.traces.len(),
@@ -270,14 +371,14 @@ pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summar
     // The run's own stop: set at the deadline, or by the interrupt.
     let run_stop = Stop::new();
     stop.forward_to(&run_stop);
-    let tokenizer = Workers::start(tok, Some(run_stop.clone()))?;
+    let tokenizer = Workers::start(tok.clone(), Some(run_stop.clone()))?;
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let started = SystemTime::now();
     let epoch = Instant::now();
     let aggregator = {
         let workload = workload.clone();
         let duration = cfg.duration;
-        let progress = hooks.progress;
+        let progress = hooks.progress.then(|| id.label.clone());
         let interval = cfg.progress_interval;
         let agg = Aggregator::new(workload, warned);
         std::thread::Builder::new()
@@ -292,12 +393,12 @@ pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summar
 
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(0);
     let ctx = SlotContext {
-        http: &http,
+        http,
         workload: &workload,
-        synth: &synth,
+        synth,
         tokenizer: &tokenizer,
-        model_json,
-        seed: cfg.seed,
+        model_json: model_json.clone(),
+        seed: id.text_seed(cfg.seed),
         max_retries: cfg.max_retries,
         stop: &run_stop,
         epoch,
@@ -377,11 +478,15 @@ pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summar
     });
     drop(ctx);
     drop(tokenizer);
-    let (agg, event_log_error) = aggregator
+    let (agg, event_log) = aggregator
         .join()
         .map_err(|_| Error::run("the aggregator thread panicked"))?;
-    if let Some(sim) = sim {
-        sim.stop();
+    if let Some(mut log) = event_log {
+        if prepared.event_log_error.is_none() {
+            prepared.event_log_error = log.error().map(str::to_string);
+        }
+        log.tag = None;
+        prepared.event_log = Some(log);
     }
     // The measured window ends at the stop: work the slots finish after it
     // (counting a long reply) does not stretch it.
@@ -414,18 +519,20 @@ pub fn execute(cfg: &Config, prepared: Prepared, hooks: &Hooks) -> Result<Summar
         "{}",
         report::event_line("benchmark complete", &report::complete_pairs(&summary))
     );
-    let results = Results::new(
+    let mut run_config = prepared.run_config.clone();
+    if let LoadModel::Closed { concurrency } = cfg.load {
+        run_config.concurrency = Some(concurrency);
+    }
+    if let LoadModel::Open { rate, .. } = cfg.load {
+        run_config.arrival_rate = Some(rate);
+    }
+    Ok(Results::new(
         started,
         run_config,
         stopped_at.as_secs_f64(),
         summary,
         records,
-    );
-    let mut errors: Vec<String> = event_log_error.into_iter().collect();
-    errors.extend(outputs.write(&results));
-    let mut summary = results.summary;
-    summary.file_errors = errors;
-    Ok(summary)
+    ))
 }
 
 /// Run `f` (a feeder); a panic in it is logged, and the run goes on
@@ -518,9 +625,9 @@ fn aggregate(
     mut event_log: Option<EventLog>,
     epoch: Instant,
     duration: Duration,
-    progress: bool,
+    progress: Option<String>,
     interval: Option<Duration>,
-) -> (Aggregator, Option<String>) {
+) -> (Aggregator, Option<EventLog>) {
     let tick = if term::stderr_is_tty() {
         Duration::from_secs(1)
     } else {
@@ -563,14 +670,13 @@ fn aggregate(
             next_info = Some(at + interval.unwrap_or(duration));
         }
         if now >= next_tick {
-            if progress {
+            if let Some(label) = &progress {
                 let line = catch_unwind(AssertUnwindSafe(|| agg.progress(now - epoch, duration)));
-                term::progress(&line.unwrap_or_default());
+                term::progress(&format!("{label}{}", line.unwrap_or_default()));
             }
             next_tick = now + tick;
         }
     }
     term::end_progress();
-    let error = event_log.and_then(|l| l.error().map(str::to_string));
-    (agg, error)
+    (agg, event_log)
 }

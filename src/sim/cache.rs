@@ -40,6 +40,12 @@ impl PrefixCache {
         }
     }
 
+    /// Forget every block (vLLM's `POST /reset_prefix_cache`).
+    pub fn clear(&mut self) {
+        self.stamp_of.clear();
+        self.by_stamp.clear();
+    }
+
     /// Tokens per block.
     pub fn block_size(&self) -> usize {
         self.block_size

@@ -39,7 +39,12 @@ pub fn route(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
             http::write_json(w, 200, body.to_string().as_bytes(), true)
         }
         ("POST", "/v1/completions") => return completion(shared, req, w),
-        (_, "/v1/completions" | "/v1/models" | "/health") => {
+        // vLLM's shape: the cache is emptied, `200` with an empty body.
+        ("POST", "/reset_prefix_cache") => {
+            shared.cache.lock().clear();
+            http::write_json(w, 200, b"", true)
+        }
+        (_, "/v1/completions" | "/v1/models" | "/health" | "/reset_prefix_cache") => {
             http::write_json(w, 405, &http::error_body(405, "method not allowed"), true)
         }
         _ => http::write_json(

@@ -12,4 +12,5 @@ mod scripted;
 mod sim;
 #[path = "../../benches/support/mod.rs"]
 mod support;
+mod sweep;
 mod util;

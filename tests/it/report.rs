@@ -138,10 +138,45 @@ fn trie_compare_side_by_side() {
     b.insert("ttft_s_p50".into(), None);
     b.insert("ttft_s_p99".into(), Some(0.75));
     b.insert("prompt_token_mismatches".into(), Some(3.0));
-    let text = compare(&[("vllm.json".into(), &a), ("sglang.json".into(), &b)]);
+    let text = compare(&[
+        ("vllm.json".into(), &a, None),
+        ("sglang.json".into(), &b, None),
+    ]);
     // itl_ms_p50 is absent from both runs: its row is left out.
     assert!(!text.contains("itl_ms_p50"));
     golden("compare.txt", &text);
+}
+
+#[test]
+fn compare_marks_differences_within_the_trials_noise() {
+    use trie::report::IntervalMap;
+    use trie::stats::Interval;
+    let means = |tput: f64, ttft: f64| -> FigureMap {
+        [("trace_per_s", Some(tput)), ("ttft_s_p50", Some(ttft))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    };
+    let ivs = |tput: &[f64], ttft: &[f64]| -> IntervalMap {
+        [("trace_per_s", tput), ("ttft_s_p50", ttft)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Interval::of(v, 0.95)))
+            .collect()
+    };
+    // Throughput 1.0 vs 2.0 with tight trials: significant. TTFT 0.5 vs
+    // 0.6 with wide ones: within the noise.
+    let (fa, ia) = (means(1.0, 0.5), ivs(&[0.99, 1.0, 1.01], &[0.3, 0.5, 0.7]));
+    let (fb, ib) = (means(2.0, 0.6), ivs(&[1.99, 2.0, 2.01], &[0.4, 0.6, 0.8]));
+    let text = compare(&[("a".into(), &fa, Some(&ia)), ("b".into(), &fb, Some(&ib))]);
+    let line = |name: &str| text.lines().find(|l| l.contains(name)).unwrap().to_string();
+    assert!(
+        line("trace_per_s").contains("(+100.0%)") && !line("trace_per_s").contains("n.s."),
+        "{text}"
+    );
+    assert!(line("ttft_s_p50").contains("(+20.0%) n.s."), "{text}");
+    // Single runs carry no intervals: no marks.
+    let plain = compare(&[("a".into(), &fa, None), ("b".into(), &fb, None)]);
+    assert!(!plain.contains("n.s."));
 }
 
 #[test]
@@ -163,4 +198,23 @@ fn counts_among_requests_are_absent_when_no_request_completed() {
         assert_eq!(value(&summary(), name), Some(0.0), "{name}");
     }
     assert_eq!(value(&none, "failed_requests"), Some(0.0));
+}
+
+#[test]
+fn the_readme_usage_block_is_the_help_text() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let start = readme.find("## Usage\n\n```text\n").expect("a Usage block") + 18;
+    let end = start + readme[start..].find("```\n").unwrap();
+    let help = trie::cli::help();
+    assert!(
+        readme[start..end] == help,
+        "README's usage block differs from trie --help; paste the output of trie --help"
+    );
+    // Every flag of the table is in the help, with its Python word.
+    for f in trie::cli::FLAGS {
+        assert!(help.contains(f.long), "{}", f.long);
+        if let Some(py) = f.py {
+            assert!(help.contains(&format!(" {py}=")), "{py}");
+        }
+    }
 }
