@@ -1,7 +1,7 @@
 //! The aggregator: the one owner of metric state. It turns slot events into
 //! the run's [`Records`] (one row per trace, request and failed attempt),
 //! keeps the little live state the progress line needs, and at the end hands
-//! the records to [`crate::records::summarize`] for the [`Summary`].
+//! the records to [`crate::records::summarize`] for the [`crate::summary::Summary`].
 
 use std::collections::HashMap;
 use std::sync::Arc;

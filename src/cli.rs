@@ -3,7 +3,7 @@
 //! section, help text, default and parser live together, and `trie --help`
 //! is rendered from the table. Parsing has two stages: lexopt reads GNU
 //! flags and `key=value` words, each flag's parser turns its text into a
-//! typed raw value, then [`Raw::into_config`] checks how they combine and
+//! typed raw value, then `Raw::into_config` checks how they combine and
 //! builds a [`Config`]. Every error names the flag and the fix.
 
 use std::ffi::OsString;

@@ -71,10 +71,23 @@
 //! - [`sse`] — pure parsing of SSE lines and completion chunks.
 //! - [`slot`] — a worker thread running traces; request bodies; context counts.
 //! - [`event`] — the messages slots send.
-//! - [`aggregator`] — the one owner of metric state.
+//! - [`aggregator`] — the one owner of metric state: events → [`records`].
+//! - [`records`] — the raw rows of a run (traces, requests, failed
+//!   attempts) and [`records::summarize`], the one pure function from rows
+//!   to every figure (the aggregator and `trie report` both call it).
 //! - [`metrics`] — pure math: percentiles, slopes, decode speed, ITL.
+//! - [`stats`] — pure math over trials: Student-t intervals, cv.
+//! - [`slo`] — the `--slo` grammar, verdicts and goodput (pure).
 //! - [`summary`] — the one result type; [`report`] renders it (tables, figures,
 //!   `trie compare`).
+//! - [`sweep`] — many runs from one command: the sweep document and its
+//!   per-point math, and [`sweep::search`] (the capacity bisection, pure).
+//! - [`drive`] — runs a sweep or search: prepare once, every point and
+//!   trial, the files after each run.
+//! - [`plot`] — SVG charts and the self-contained HTML report (pure
+//!   rendering).
+//! - [`document`] — results documents read back (runs and sweeps) for
+//!   `trie report`, `compare` and `plot`.
 //! - [`preflight`] — the endpoint checks before the clock starts.
 //! - [`stop`] — the stop token every blocking wait watches.
 //! - [`term`] — the one printer of stdout and stderr.
@@ -85,7 +98,17 @@
 //! - [`results`] — rendering of the files: results document, CSV, event log
 //!   lines, output metrics; [`files`] — where they go and how they are written.
 //! - [`run`] — one benchmark from start to summary: [`run::prepare`] (once:
-//!   inputs, outputs, sim, preflight), then [`run::execute`] (a load point).
+//!   inputs, outputs, sim, preflight), then [`run::execute`] (a load point,
+//!   returning its results; the caller writes the files).
+//!
+//! Layout: the crate is still flat files; the folders by concept proposed
+//! for it as it grows are `cli/` (cli, config, limits), `input/` (workload,
+//! hub), `text/` (prompt, tokenizer), `net/` (client, sse, preflight),
+//! `exec/` (run, slot, event, aggregator, stop), `record/` (records,
+//! metrics, stats, slo, summary), `output/` (report, results, files,
+//! document, plot, term, logging, redact), `sweep/` and `sim/` (already
+//! folders). There is no import cycle between modules (checked by script
+//! when the crate changes).
 //! - [`sim`] — the simulated engine (`trie sim`).
 //!
 //! # Invariants
@@ -112,8 +135,11 @@
 //! - Secrets live in [`config::Secret`] (redacted `Debug`), are sent only in
 //!   the `Authorization` header, and are removed by [`redact`] from every
 //!   outside text and log record; files record `api_key_set` only.
-//! - Synthetic text is a pure function of (seed, trace sequence number,
-//!   segment) and re-tokenizes to exactly the requested count.
+//! - Synthetic text is a pure function of (seed, run of the sweep, trace
+//!   sequence number, segment) and re-tokenizes to exactly the requested
+//!   count; no two runs of a sweep send the same prompt.
+//! - Every figure is computed from the raw records by one pure function;
+//!   a results document read back gives the same figures to the bit.
 //! - A failed request is data (counted by kind), never an error of the run.
 //! - Memory is bounded by the slots, not the run's length, except the
 //!   per-trace and per-request records the results keep.
@@ -123,6 +149,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod document;
+pub mod drive;
 pub mod error;
 pub mod event;
 pub mod files;

@@ -90,7 +90,7 @@ fn execute(cmd: Command, progress: bool) -> i32 {
                 progress,
                 on_trace: None,
             };
-            match trie::sweep::drive::run(&config, &hooks) {
+            match trie::drive::run(&config, &hooks) {
                 Ok(out) => {
                     let tables = trie::sweep::tables(&out.doc);
                     let printed = if trie::files::any_is_stdout(&config.files) {

@@ -463,7 +463,7 @@ pub fn run_charts(r: &Results) -> Vec<Chart> {
     ]
 }
 
-const CSS: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.pass{color:#070;font-weight:bold}.fail{color:#b00;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{border:1px solid #ddd}.note{color:#555;font-size:13px}";
+const CSS: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.pass{color:#070;font-weight:bold}.fail{color:#b00;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{border:1px solid #ddd}.note{color:#555;font-size:13px}";
 
 fn cell(x: Option<crate::stats::Interval>, d: usize) -> String {
     x.map(|i| escape(&i.show(d))).unwrap_or_else(|| "–".into())

@@ -1,6 +1,6 @@
 //! The raw records of a run — one row per started trace, per completed
 //! request and per failed attempt — and [`summarize`], the one pure function
-//! that turns them into every figure of a [`Summary`]. The aggregator calls
+//! that turns them into every figure of a [`crate::summary::Summary`]. The aggregator calls
 //! it at the end of a run; `trie report` and `trie compare` call it on the
 //! records read back from a results file, and get the same figures to the
 //! last bit (times are `f64` seconds since the run started, written with

@@ -1,9 +1,8 @@
 //! Many runs from one command: load lists × trials, SLO verdicts per point
 //! over its trials, the capacity search, and the one results document that
-//! holds them all. The document types and their math are pure; [`drive`]
-//! runs them.
+//! holds them all. The document types and their math are pure;
+//! the `drive` module runs them.
 
-pub mod drive;
 pub mod search;
 
 use std::collections::BTreeMap;

@@ -37,7 +37,7 @@ fn a_sweep_of_three_points_by_two_trials_writes_one_document_a_csv_and_plots() {
         .events(&events)
         .plot(&plots);
     assert!(cfg.is_sweep());
-    let done = trie::sweep::drive::run(&cfg, &Hooks::default()).unwrap();
+    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
     assert!(done.file_errors.is_empty(), "{:?}", done.file_errors);
     let doc = &done.doc;
     assert_eq!(doc.runs.len(), 6);
@@ -190,7 +190,7 @@ fn the_capacity_search_finds_the_simulated_boundary() {
         max_concurrency: 64,
         ..Search::default()
     });
-    let done = trie::sweep::drive::run(&cfg, &Hooks::default()).unwrap();
+    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
     let cap = done.doc.capacity.clone().unwrap();
     let probes: Vec<(f64, bool)> = cap
         .probes
@@ -245,7 +245,7 @@ fn the_html_report_renders_in_a_real_browser() {
         .slo("latency_s:p90<=5")
         .unwrap()
         .plot(&plots);
-    trie::sweep::drive::run(&cfg, &Hooks::default()).unwrap();
+    trie::drive::run(&cfg, &Hooks::default()).unwrap();
     let html = plots.join("report.html");
     let png = plots.join("shot.png");
     let out = std::process::Command::new(browser)
@@ -281,4 +281,75 @@ fn the_html_report_renders_in_a_real_browser() {
     // Charts and tables compress worse than a blank page (a blank
     // 1400x1800 white PNG is a few kB).
     assert!(bytes.len() > 40_000, "{} bytes: blank page?", bytes.len());
+}
+
+#[test]
+fn warmups_are_discarded_and_the_cache_is_reset_before_each_run() {
+    let (sim, rx) = fast_sim(fast());
+    let events = temp_file("x", "").with_file_name("ev.jsonl");
+    let mut cfg = Config::new(small_workload().to_str().unwrap(), &sim.url())
+        .unwrap()
+        .concurrencies(&[1, 2])
+        .duration(Duration::from_millis(400))
+        .events(&events);
+    cfg.sweep.warmup = Some(Duration::from_millis(300));
+    cfg.sweep.cooldown = Some(Duration::from_millis(50));
+    cfg.sweep.reset_cache = true;
+    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    for r in &done.doc.runs {
+        assert_eq!(
+            r.cache_reset.as_deref(),
+            Some("POST /reset_prefix_cache (vLLM)")
+        );
+        assert_eq!(r.cache_reset_error, None);
+    }
+    // The warm-ups' requests reached the server but none is in the log or
+    // the runs' counts.
+    let logged = std::fs::read_to_string(&events).unwrap().lines().count() as u64;
+    let counted: u64 = done
+        .doc
+        .runs
+        .iter()
+        .map(|r| r.results.summary.http_requests + r.results.summary.cancelled_requests)
+        .sum();
+    let sent = rx.try_iter().count() as u64;
+    assert!(logged <= counted + 2, "{logged} logged, {counted} counted");
+    assert!(
+        sent > counted + 4,
+        "warm-ups sent requests too: {sent} vs {counted}"
+    );
+    assert_eq!(done.doc.plan.warmup_s, Some(0.3));
+}
+
+#[test]
+fn a_server_without_a_reset_endpoint_is_warned_about_and_recorded() {
+    let (sim, _rx) = fast_sim(fast());
+    // The sim answers 404 for SGLang's and llama.cpp's endpoints; only
+    // vLLM's works. Point a sweep at a path prefix the sim does not serve.
+    let mut cfg = Config::new(small_workload().to_str().unwrap(), &sim.url())
+        .unwrap()
+        .concurrencies(&[1, 2])
+        .duration(Duration::from_millis(300));
+    cfg.sweep.reset_cache = true;
+    let client = trie::client::Http::new(
+        &format!("{}/nowhere/v1", sim.url().trim_end_matches("/v1")),
+        None,
+        true,
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        1 << 20,
+    )
+    .preflight_client(&trie::stop::Stop::new());
+    let e = trie::preflight::reset_cache(
+        &client,
+        &format!("{}/nowhere/v1", sim.url().trim_end_matches("/v1")),
+    )
+    .unwrap_err();
+    assert!(e.contains("POST /reset_prefix_cache: 404"), "{e}");
+    assert!(
+        e.contains("POST /flush_cache: 404") && e.contains("GET /slots: 404"),
+        "{e}"
+    );
+    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    assert!(done.doc.runs.iter().all(|r| r.cache_reset.is_some()));
 }

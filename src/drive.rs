@@ -319,8 +319,8 @@ impl Sweeper<'_> {
         let written = self.prepared.write(
             &|flag| match flag {
                 "--output" => Some(doc.to_json()),
-                "--csv" => Some(super::csv(doc)),
-                "--output-metrics" => Some(super::output_metrics(doc)),
+                "--csv" => Some(crate::sweep::csv(doc)),
+                "--output-metrics" => Some(crate::sweep::output_metrics(doc)),
                 _ => None,
             },
             last,
