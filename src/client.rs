@@ -13,19 +13,17 @@
 //! reply text and bodies are capped, so no server can make trie allocate
 //! without bound.
 
-use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
-};
+use ureq::unversioned::transport::{Connector, NextTimeout, RustlsConnector};
 
 use crate::sse::{self, ChunkMark, ServerTimings, Stream, StreamError, Usage};
 use crate::stop::Stop;
+use crate::transport::{DirectConnector, ReadWindow};
 
 /// Why a request failed; counted by kind in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -238,7 +236,7 @@ impl Http {
     fn make(&self, config: ureq::config::Config, stop: &Stop) -> Client {
         let agent = ureq::Agent::with_parts(
             config,
-            DefaultConnector::default().chain(WindowConnector),
+            ().chain(DirectConnector).chain(RustlsConnector::default()),
             self.resolver.clone(),
         );
         stop.watch(&agent);
@@ -287,6 +285,9 @@ fn agent_config(timeout: Duration, connect_timeout: Duration) -> ureq::config::C
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
+        // Straight to the endpoint: a proxy from the environment would be
+        // measured too.
+        .proxy(None)
         .max_idle_connections(1)
         .max_idle_connections_per_host(1)
         .timeout_global(Some(timeout))
@@ -353,87 +354,6 @@ impl ureq::unversioned::resolver::Resolver for SharedResolver {
     }
 }
 
-thread_local! {
-    /// While set, no read on this thread's connections waits past it.
-    static READ_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-}
-
-/// Bounds every read of this thread's connections to a window from now on,
-/// until dropped: how a response's tail is drained without letting a
-/// server hold the slot.
-struct ReadWindow(bool);
-
-impl ReadWindow {
-    fn closed() -> ReadWindow {
-        ReadWindow(false)
-    }
-
-    /// Bound reads to `d` from now, or to the bound set before if sooner.
-    fn open(&mut self, d: Duration) {
-        let at = Instant::now() + d;
-        READ_DEADLINE.with(|c| c.set(Some(c.get().filter(|&b| self.0 && b < at).unwrap_or(at))));
-        self.0 = true;
-    }
-}
-
-impl Drop for ReadWindow {
-    fn drop(&mut self) {
-        if self.0 {
-            READ_DEADLINE.with(|c| c.set(None));
-        }
-    }
-}
-
-/// Wraps every connection in a [`Windowed`] transport.
-#[derive(Debug)]
-struct WindowConnector;
-
-impl Connector<Box<dyn Transport>> for WindowConnector {
-    type Out = Windowed;
-
-    fn connect(
-        &self,
-        _details: &ConnectionDetails,
-        chained: Option<Box<dyn Transport>>,
-    ) -> Result<Option<Windowed>, ureq::Error> {
-        Ok(chained.map(Windowed))
-    }
-}
-
-/// A transport whose reads honour this thread's [`ReadWindow`].
-#[derive(Debug)]
-struct Windowed(Box<dyn Transport>);
-
-impl Transport for Windowed {
-    fn buffers(&mut self) -> &mut dyn Buffers {
-        self.0.buffers()
-    }
-
-    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        self.0.transmit_output(amount, timeout)
-    }
-
-    fn await_input(&mut self, mut timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        if let Some(deadline) = READ_DEADLINE.with(Cell::get) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ureq::Error::Timeout(ureq::Timeout::PerRead));
-            }
-            let left = ureq::unversioned::transport::time::Duration::from(left);
-            timeout.per_read = Some(timeout.per_read.map_or(left, |p| p.min(left)));
-        }
-        self.0.await_input(timeout)
-    }
-
-    fn is_open(&mut self) -> bool {
-        self.0.is_open()
-    }
-
-    fn is_tls(&self) -> bool {
-        self.0.is_tls()
-    }
-}
-
 impl Client {
     /// `GET url`: the status and the body (at most 1 MiB, lossy UTF-8). A
     /// redirect is a failure naming its `Location`.
@@ -463,6 +383,20 @@ impl Client {
     /// Send one completion request (the JSON `body`) and read its answer.
     /// `sent` is set to the moment the request was handed to the socket layer.
     pub fn complete(
+        &self,
+        body: &[u8],
+        routing_key: &str,
+        expect: Expect,
+        sent: &mut Instant,
+    ) -> Result<Reply, Failure> {
+        let reply = self.exchange(body, routing_key, expect, sent);
+        // The connection's deadline ends with the request (it may idle in
+        // the pool longer than the timeout before the next one).
+        crate::transport::request_done();
+        reply
+    }
+
+    fn exchange(
         &self,
         body: &[u8],
         routing_key: &str,

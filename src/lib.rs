@@ -175,6 +175,7 @@ pub mod summary;
 pub mod sweep;
 pub mod term;
 pub mod tokenizer;
+pub mod transport;
 pub mod workload;
 
 pub use config::{Arrival, Config, Endpoint, LoadModel};

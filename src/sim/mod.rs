@@ -235,6 +235,8 @@ pub(crate) struct Shared {
     pub cache: Mutex<PrefixCache>,
     pub queue: engine::Queue,
     pub requests: AtomicU64,
+    /// Connections accepted.
+    pub accepted: AtomicU64,
     pub stopping: AtomicBool,
     /// Dropped at stop: every sleep waiting on it wakes up.
     pub stop_rx: Receiver<()>,
@@ -305,6 +307,7 @@ impl Sim {
             tokenizer,
             synth,
             requests: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             stop_rx,
             epoch: std::time::Instant::now(),
@@ -329,6 +332,11 @@ impl Sim {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:PORT/v1`.
@@ -383,6 +391,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
+        shared.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let Ok(clone) = stream.try_clone() else {
             continue;

@@ -650,3 +650,27 @@ fn ctrl_c_before_the_clock_starts_stops_the_run_there() {
     // Only the preflight probe reached the server; no trace started.
     assert!(drain(&rx).is_empty());
 }
+
+#[test]
+fn a_kept_alive_connection_idle_past_the_timeout_is_not_cut_by_an_old_deadline() {
+    // Each request's deadline (--timeout 1 s) is watched by the deadline
+    // thread; the 1.5 s tool call that follows leaves the connection idle
+    // past it. The ended request's deadline must not shut the connection:
+    // the next turn reuses it, no reconnect, no failure.
+    let (sim, rx) = fast_sim(fast());
+    let wl = temp_file("idle.jsonl", &row(16, &[4], &[8], 1.5, 4));
+    let cfg = config(&wl, &sim.url())
+        .timeout(Duration::from_secs(1))
+        .duration(Duration::from_millis(2500));
+    let s = run(&cfg, &Hooks::default()).unwrap();
+    assert!(s.completed_requests >= 1, "{s:?}");
+    assert_eq!(s.reconnects, 0, "{s:?}");
+    // The preflight's own connection, and the slot's one.
+    assert_eq!(
+        sim.connections(),
+        2,
+        "the slot's connection was cut and opened again"
+    );
+    assert!(s.failures.is_empty(), "{:?}", s.failures);
+    assert!(drain(&rx).len() >= 3);
+}

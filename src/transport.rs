@@ -1,0 +1,426 @@
+//! trie's own TCP transport under ureq: a read costs one `read` syscall.
+//!
+//! ureq's TCP transport re-arms the socket's receive timeout before every
+//! read (its global timeout shrinks as time passes), so every streamed
+//! token cost a `setsockopt` and a `read`. Here no read or write timeout is
+//! ever set on the socket. Each connection registers its deadline (the
+//! request's, or a shorter [`ReadWindow`]) with one process-wide watchdog
+//! thread, only when the deadline moves; when a deadline passes, the
+//! watchdog shuts the socket down, which wakes the blocked read, and the
+//! read reports a timeout. Reusing a kept-alive connection probes it with
+//! one non-blocking `recv(MSG_PEEK)` instead of three syscalls.
+//!
+//! TLS (`https`) runs on top of this transport unchanged; trie ignores
+//! proxy settings (a benchmark goes straight to its endpoint).
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
+};
+
+/// A deadline may be early by at most this much before it is registered
+/// again (reads of one request compute it anew from ureq's shrinking
+/// budget, a few microseconds apart).
+const SLACK: Duration = Duration::from_millis(2);
+
+thread_local! {
+    /// While set, no read or write on this thread's connections waits past it.
+    static READ_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The guard of the connection this thread last used.
+    static CURRENT: RefCell<Option<Arc<Guard>>> = const { RefCell::new(None) };
+}
+
+/// Bounds every read of this thread's connections to a window from now on,
+/// until dropped: how a response's tail is drained without letting a
+/// server hold the slot.
+pub struct ReadWindow(bool);
+
+impl ReadWindow {
+    /// No window yet.
+    pub fn closed() -> ReadWindow {
+        ReadWindow(false)
+    }
+
+    /// Bound reads to `d` from now, or to the bound set before if sooner.
+    pub fn open(&mut self, d: Duration) {
+        let at = Instant::now() + d;
+        READ_DEADLINE.with(|c| c.set(Some(c.get().filter(|&b| self.0 && b < at).unwrap_or(at))));
+        self.0 = true;
+    }
+}
+
+impl Drop for ReadWindow {
+    fn drop(&mut self) {
+        if self.0 {
+            READ_DEADLINE.with(|c| c.set(None));
+        }
+    }
+}
+
+/// The request on this thread's connection is over: its deadline no longer
+/// applies (a kept-alive connection idle past it is not shut down).
+pub fn request_done() {
+    CURRENT.with(|c| {
+        if let Some(g) = c.borrow().as_ref() {
+            g.disarm();
+        }
+    });
+}
+
+/// Connections alive (their guards), for compacting the watchdog's heap.
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What a connection shares with the watchdog and the stop.
+#[derive(Debug)]
+struct Guard {
+    /// The socket, shared with the watchdog and the stop (through an
+    /// `Arc`, so it is closed only when neither holds it: a shutdown can
+    /// never reach a reused descriptor).
+    stream: TcpStream,
+    /// Bumped on every (re)registration and disarm: older watchdog entries
+    /// are stale.
+    generation: AtomicU64,
+    /// The watchdog shut the socket down at a deadline.
+    fired: AtomicBool,
+}
+
+impl Guard {
+    fn new(stream: TcpStream) -> Guard {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Guard {
+            stream,
+            generation: AtomicU64::new(0),
+            fired: AtomicBool::new(false),
+        }
+    }
+
+    fn disarm(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ShutdownHandle for Guard {
+    fn shutdown(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// One watched deadline.
+struct Entry {
+    at: Instant,
+    generation: u64,
+    guard: Weak<Guard>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Entry) -> bool {
+        self.at == o.at
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Entry) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Entry) -> std::cmp::Ordering {
+        self.at.cmp(&o.at)
+    }
+}
+
+/// The process's deadline watchdog: a heap of deadlines and one thread.
+struct Watchdog {
+    heap: Mutex<BinaryHeap<Reverse<Entry>>>,
+    wake: Condvar,
+}
+
+fn watchdog() -> &'static Watchdog {
+    static W: OnceLock<&'static Watchdog> = OnceLock::new();
+    W.get_or_init(|| {
+        let w: &'static Watchdog = Box::leak(Box::new(Watchdog {
+            heap: Mutex::new(BinaryHeap::new()),
+            wake: Condvar::new(),
+        }));
+        let spawned = std::thread::Builder::new()
+            .name("deadlines".into())
+            .spawn(move || w.run());
+        if let Err(e) = spawned {
+            log::error!("cannot start the deadline thread ({e}): request timeouts will not fire");
+        }
+        w
+    })
+}
+
+impl Watchdog {
+    /// Watch `guard` until `at`.
+    fn arm(&self, guard: &Arc<Guard>, at: Instant) {
+        let generation = guard.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut heap = self.heap.lock();
+        // Moved and disarmed deadlines stay in the heap until their time;
+        // past a few per live connection, drop them (amortized O(1)).
+        if heap.len() > 64 && heap.len() > 4 * LIVE.load(Ordering::Relaxed) {
+            heap.retain(|Reverse(e)| {
+                e.guard
+                    .upgrade()
+                    .is_some_and(|g| g.generation.load(Ordering::Relaxed) == e.generation)
+            });
+        }
+        let earliest = heap.peek().is_none_or(|Reverse(e)| at < e.at);
+        heap.push(Reverse(Entry {
+            at,
+            generation,
+            guard: Arc::downgrade(guard),
+        }));
+        drop(heap);
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        let mut heap = self.heap.lock();
+        loop {
+            let now = Instant::now();
+            while let Some(Reverse(e)) = heap.peek() {
+                if e.at > now {
+                    break;
+                }
+                let Reverse(e) = heap.pop().expect("peeked");
+                if let Some(g) = e.guard.upgrade()
+                    && g.generation.load(Ordering::Relaxed) == e.generation
+                {
+                    g.fired.store(true, Ordering::Release);
+                    let _ = g.stream.shutdown(Shutdown::Both);
+                }
+            }
+            match heap.peek().map(|Reverse(e)| e.at) {
+                Some(at) => {
+                    self.wake.wait_until(&mut heap, at);
+                }
+                None => self.wake.wait(&mut heap),
+            }
+        }
+    }
+}
+
+/// Connects plain TCP for every request (TLS wraps it after).
+#[derive(Debug)]
+pub struct DirectConnector;
+
+impl Connector<()> for DirectConnector {
+    type Out = Direct;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _chained: Option<()>,
+    ) -> Result<Option<Direct>, ureq::Error> {
+        let budget = (!details.timeout.after.is_not_happening()).then(|| *details.timeout.after);
+        let mut last = None;
+        for addr in details.addrs.iter() {
+            let attempt = match budget {
+                Some(t) => TcpStream::connect_timeout(addr, t.max(Duration::from_millis(10))),
+                None => TcpStream::connect(addr),
+            };
+            match attempt {
+                Ok(stream) => {
+                    if details.config.no_delay() {
+                        stream.set_nodelay(true)?;
+                    }
+                    let guard = Arc::new(Guard::new(stream));
+                    (details.register_shutdown)(Arc::downgrade(&guard) as Weak<dyn ShutdownHandle>)?;
+                    let config = details.config;
+                    return Ok(Some(Direct {
+                        guard,
+                        armed: None,
+                        buffers: LazyBuffers::new(
+                            config.input_buffer_size(),
+                            config.output_buffer_size(),
+                        ),
+                    }));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ureq::Error::Timeout(ureq::Timeout::Connect)
+            }
+            Some(e) => e.into(),
+            None => ureq::Error::HostNotFound,
+        })
+    }
+}
+
+/// A connection whose deadlines the watchdog enforces.
+#[derive(Debug)]
+pub struct Direct {
+    guard: Arc<Guard>,
+    /// The deadline registered with the watchdog.
+    armed: Option<Instant>,
+    buffers: LazyBuffers,
+}
+
+impl Direct {
+    /// Register the deadline of an I/O call given `timeout` (and this
+    /// thread's read window); `Err` when it has passed already.
+    fn deadline(&mut self, timeout: &NextTimeout) -> Result<(), ureq::Error> {
+        let now = Instant::now();
+        let budget = (!timeout.after.is_not_happening()).then(|| now + *timeout.after);
+        let window = READ_DEADLINE.with(Cell::get);
+        let at = match (budget, window) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if at.is_some_and(|at| at <= now) {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
+        CURRENT.with(|c| {
+            let mut c = c.borrow_mut();
+            if !c.as_ref().is_some_and(|g| Arc::ptr_eq(g, &self.guard)) {
+                *c = Some(self.guard.clone());
+            }
+        });
+        match (at, self.armed) {
+            // Within the slack of the registered one: nothing to do.
+            (Some(at), Some(armed)) if at + SLACK >= armed && at <= armed + SLACK => {}
+            (Some(at), _) => {
+                watchdog().arm(&self.guard, at);
+                self.armed = Some(at);
+            }
+            (None, Some(_)) => {
+                self.guard.disarm();
+                self.armed = None;
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// An I/O error, or the timeout it really is.
+    fn failed(&self, e: std::io::Error, reason: ureq::Timeout) -> ureq::Error {
+        if self.guard.fired.load(Ordering::Acquire) {
+            ureq::Error::Timeout(reason)
+        } else {
+            e.into()
+        }
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        self.guard.disarm();
+    }
+}
+
+impl Transport for Direct {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let timeout = timeout.for_write();
+        self.deadline(&timeout)?;
+        let output = &self.buffers.output()[..amount];
+        (&self.guard.stream)
+            .write_all(output)
+            .map_err(|e| self.failed(e, timeout.reason))
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let timeout = timeout.for_read();
+        self.deadline(&timeout)?;
+        let input = self.buffers.input_append_buf();
+        let amount = loop {
+            match (&self.guard.stream).read(input) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.failed(e, timeout.reason)),
+            }
+        };
+        if amount == 0 && self.guard.fired.load(Ordering::Acquire) {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        if self.guard.fired.load(Ordering::Acquire) {
+            return false;
+        }
+        // One non-blocking peek: nothing waiting means open; bytes nobody
+        // asked for, an end of stream or an error mean closed.
+        let mut b = [0u8; 1];
+        // SAFETY: a valid socket and a one-byte buffer that outlives the call.
+        let n = unsafe {
+            libc::recv(
+                self.guard.stream.as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    }
+
+    fn is_tls(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn the_watchdog_shuts_a_blocked_read_at_its_deadline_and_stale_ones_never() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let guard = Arc::new(Guard::new(client.try_clone().unwrap()));
+        // A deadline that is moved later is not the one that fires.
+        watchdog().arm(&guard, Instant::now() + Duration::from_millis(50));
+        watchdog().arm(&guard, Instant::now() + Duration::from_millis(250));
+        let t = Instant::now();
+        let n = (&client).read(&mut [0u8; 16]).unwrap_or(0);
+        let took = t.elapsed();
+        assert_eq!(n, 0);
+        assert!(guard.fired.load(Ordering::Acquire));
+        assert!(
+            took >= Duration::from_millis(240) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        // A disarmed deadline never fires.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let guard = Arc::new(Guard::new(client.try_clone().unwrap()));
+        watchdog().arm(&guard, Instant::now() + Duration::from_millis(30));
+        guard.disarm();
+        std::thread::sleep(Duration::from_millis(100));
+        server.write_all(b"ok").unwrap();
+        let mut buf = [0u8; 2];
+        (&client).read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ok");
+        assert!(!guard.fired.load(Ordering::Acquire));
+    }
+}
