@@ -871,7 +871,9 @@ impl Raw {
                 .map(|rate| LoadModel::Open {
                     rate,
                     arrival: self.arrival.unwrap_or(Arrival::Constant),
-                    max_inflight: self.max_inflight.unwrap_or(4096),
+                    max_inflight: self
+                        .max_inflight
+                        .unwrap_or(crate::config::DEFAULT_MAX_INFLIGHT),
                 })
                 .collect(),
         };

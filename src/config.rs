@@ -25,6 +25,9 @@ pub enum Arrival {
     Poisson,
 }
 
+/// The default of `--max-inflight`: most open-loop traces in flight.
+pub const DEFAULT_MAX_INFLIGHT: usize = 4096;
+
 /// How load is offered.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LoadModel {
@@ -333,9 +336,15 @@ impl Config {
             LoadModel::Closed { concurrency } => concurrency,
             LoadModel::Open { max_inflight, .. } => max_inflight,
         };
+        // A search probes loads beyond the points: up to --max-concurrency,
+        // or (open loop) the in-flight limit of its arrival rates.
         let search = match self.sweep.search {
             Some(s) if s.max_arrival_rate.is_none() => s.max_concurrency,
-            _ => 0,
+            Some(_) => match self.load {
+                LoadModel::Open { max_inflight, .. } => max_inflight,
+                LoadModel::Closed { .. } => DEFAULT_MAX_INFLIGHT,
+            },
+            None => 0,
         };
         self.points()
             .iter()

@@ -26,12 +26,6 @@ impl Document {
             .is_some_and(|k| k == "sweep" || k == "capacity")
         {
             let mut doc: SweepResults = parse_document(path, value)?;
-            // The figures of every run, again from its records.
-            for r in &mut doc.runs {
-                let summary = r.results.clone().summarize();
-                r.results.figures = figure_map(&summary);
-                r.results.summary = summary;
-            }
             let slos: Vec<crate::slo::Slo> = doc
                 .plan
                 .slo
@@ -39,6 +33,20 @@ impl Document {
                 .filter_map(|t| crate::slo::parse(t).ok())
                 .flatten()
                 .collect();
+            // The figures and verdicts of every run, again from its records.
+            for r in &mut doc.runs {
+                let summary = r.results.clone().summarize();
+                r.results.figures = figure_map(&summary);
+                if let (false, Some(records)) = (slos.is_empty(), &r.results.records) {
+                    r.slo = Some(crate::slo::judge(
+                        &slos,
+                        &summary.traces,
+                        &records.requests,
+                        summary.wall_time_s,
+                    ));
+                }
+                r.results.summary = summary;
+            }
             doc.update_points(&slos);
             Ok(Document::Sweep(Box::new(doc)))
         } else {

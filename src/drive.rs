@@ -122,7 +122,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
                     (false, LoadModel::Closed { .. }) => LoadModel::Open {
                         rate: x,
                         arrival: crate::config::Arrival::Constant,
-                        max_inflight: 4096,
+                        max_inflight: crate::config::DEFAULT_MAX_INFLIGHT,
                     },
                 };
                 let point = probes.len();

@@ -30,7 +30,7 @@ fn a_sweep_of_three_points_by_two_trials_writes_one_document_a_csv_and_plots() {
         .trials(2)
         .num_gpus(2)
         .duration(Duration::from_millis(700))
-        .slo("latency_s:p90<=5,req.ttft_s:p99<=2,decode_tps:mean>=1")
+        .slo("latency_s:p90<=5,req.ttft_s:p99<=2,output_tokens_per_trace:min>=1")
         .unwrap()
         .output(&out)
         .csv(&csv)
