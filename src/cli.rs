@@ -881,7 +881,7 @@ impl Raw {
         if points.len() > 1 {
             if capacity {
                 return Err(Error::usage(
-                    "trie capacity searches the load itself: give one --concurrency or --arrival-rate (the start), not a list",
+                    "trie capacity searches the load itself: give at most one --concurrency or --arrival-rate (where the search starts), not a list",
                 ));
             }
             cfg.sweep.points = points;

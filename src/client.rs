@@ -358,21 +358,21 @@ impl Client {
     /// `GET url`: the status and the body (at most 1 MiB, lossy UTF-8). A
     /// redirect is a failure naming its `Location`.
     pub fn get(&self, url: &str) -> Result<(u16, String), Failure> {
-        let mut req = self.agent.get(url);
-        if let Some(auth) = &self.auth {
-            req = req.header("Authorization", &**auth);
+        small_answer(self.authorized(self.agent.get(url)).call())
+    }
+
+    /// `req` with the API key, when there is one.
+    fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.auth {
+            Some(auth) => req.header("Authorization", &**auth),
+            None => req,
         }
-        small_answer(req.call())
     }
 
     /// `POST url` with an empty body (an engine's admin endpoint), answered
     /// as [`Client::get`] is.
     pub fn post_empty(&self, url: &str) -> Result<(u16, String), Failure> {
-        let mut req = self.agent.post(url);
-        if let Some(auth) = &self.auth {
-            req = req.header("Authorization", &**auth);
-        }
-        small_answer(req.send_empty())
+        small_answer(self.authorized(self.agent.post(url)).send_empty())
     }
 
     /// Whether requests stream.
@@ -403,14 +403,12 @@ impl Client {
         expect: Expect,
         sent: &mut Instant,
     ) -> Result<Reply, Failure> {
-        let mut req = self
-            .agent
-            .post(&*self.completions_url)
-            .header("Content-Type", "application/json")
-            .header("X-SMG-Routing-Key", routing_key);
-        if let Some(auth) = &self.auth {
-            req = req.header("Authorization", &**auth);
-        }
+        let req = self.authorized(
+            self.agent
+                .post(&*self.completions_url)
+                .header("Content-Type", "application/json")
+                .header("X-SMG-Routing-Key", routing_key),
+        );
         *sent = Instant::now();
         let resp = req.send(body).map_err(|e| Failure {
             before_response: true,

@@ -365,7 +365,16 @@ impl Config {
 
     /// More than one run: a sweep document instead of a run's.
     pub fn is_sweep(&self) -> bool {
-        self.points().len() > 1 || self.sweep.trials > 1 || self.sweep.search.is_some()
+        let sw = &self.sweep;
+        // SLOs, warm-ups and cache resets are sweep machinery: one point
+        // with them is a sweep of one run (its document carries verdicts).
+        self.points().len() > 1
+            || sw.trials > 1
+            || sw.search.is_some()
+            || !sw.slo.is_empty()
+            || sw.warmup.is_some()
+            || sw.cooldown.is_some()
+            || sw.reset_cache
     }
 
     /// This configuration at load point `load` (one run of a sweep).
@@ -452,6 +461,20 @@ impl Config {
                         "--max-arrival-rate {r} is out of range: from {lo} to {hi} traces per second"
                     )));
                 }
+            }
+            match (s.max_arrival_rate, self.load) {
+                (None, LoadModel::Closed { concurrency }) if concurrency > s.max_concurrency => {
+                    return Err(Error::usage(format!(
+                        "--concurrency {concurrency} (where the search starts) is above --max-concurrency {}; lower it or raise --max-concurrency",
+                        s.max_concurrency
+                    )));
+                }
+                (Some(max), LoadModel::Open { rate, .. }) if rate > max => {
+                    return Err(Error::usage(format!(
+                        "--arrival-rate {rate} (where the search starts) is above --max-arrival-rate {max}; lower it or raise --max-arrival-rate"
+                    )));
+                }
+                _ => {}
             }
             if !(0.0..=50.0).contains(&s.precision_pct) {
                 return Err(Error::usage(format!(

@@ -26,6 +26,7 @@ impl Document {
             .is_some_and(|k| k == "sweep" || k == "capacity")
         {
             let mut doc: SweepResults = parse_document(path, value)?;
+            check_sweep(path, &doc)?;
             let slos: Vec<crate::slo::Slo> = doc
                 .plan
                 .slo
@@ -36,7 +37,7 @@ impl Document {
             // The figures and verdicts of every run, again from its records.
             for r in &mut doc.runs {
                 let summary = r.results.clone().summarize();
-                r.results.figures = figure_map(&summary);
+                r.results.figures = report::figure_map(&summary);
                 if let (false, Some(records)) = (slos.is_empty(), &r.results.records) {
                     r.slo = Some(crate::slo::judge(
                         &slos,
@@ -55,11 +56,42 @@ impl Document {
     }
 }
 
-fn figure_map(s: &crate::summary::Summary) -> FigureMap {
-    report::figures(s)
-        .into_iter()
-        .map(|f| (f.name, f.value))
-        .collect()
+/// Refuse a sweep document whose plan cannot describe its runs (edited by
+/// hand, or not written by trie).
+fn check_sweep(path: &Path, doc: &SweepResults) -> Result<()> {
+    let bad = |why: String| {
+        Err(crate::error::Error::usage(format!(
+            "{}: not a valid trie sweep document ({why}); pass a file written by trie --output",
+            path.display()
+        )))
+    };
+    let c = doc.plan.confidence;
+    if !(c > 0.0 && c < 1.0) {
+        return bad(format!("plan.confidence {c} is not between 0 and 1"));
+    }
+    if let Some(r) = doc.runs.iter().find(|r| r.point >= doc.plan.loads.len()) {
+        return bad(format!(
+            "a run of point {} but the plan has {} loads",
+            r.point,
+            doc.plan.loads.len()
+        ));
+    }
+    if let Some(cap) = &doc.capacity {
+        let ok = |x: Option<f64>| x.is_none_or(|x| x.is_finite() && x >= 0.0);
+        if !ok(cap.capacity) || !ok(cap.capacity_per_gpu) || !ok(cap.lowest_failing) {
+            return bad("capacity figures are not finite non-negative numbers".into());
+        }
+        if cap.num_gpus == Some(0) {
+            return bad("capacity.num_gpus is 0".into());
+        }
+        if cap.searched != "concurrency" && cap.searched != "arrival_rate" {
+            return bad(format!(
+                "capacity.searched '{}' is not concurrency or arrival_rate",
+                crate::redact::name(&cap.searched)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `trie report FILE`: the tables the run (or sweep) printed.
@@ -77,8 +109,13 @@ pub fn compare_files(paths: &[PathBuf]) -> Result<String> {
     for p in paths {
         let shown = p.display().to_string();
         match Document::read(p)? {
-            Document::Run(r) => columns.push((shown, figure_map(&r.summarize()), None)),
+            Document::Run(r) => columns.push((shown, report::figure_map(&r.summarize()), None)),
             Document::Sweep(doc) => {
+                if doc.points.is_empty() {
+                    return Err(crate::error::Error::usage(format!(
+                        "{shown}: a sweep without a finished run (interrupted before its first ended): nothing to compare"
+                    )));
+                }
                 for point in &doc.points {
                     let means: FigureMap = point
                         .figures
@@ -104,7 +141,9 @@ pub fn compare_files(paths: &[PathBuf]) -> Result<String> {
 /// `trie plot FILE DIR`: draw the charts of a run or sweep into `dir`;
 /// returns what was written.
 pub fn plot_file(path: &Path, dir: &Path) -> Result<String> {
-    let errors = match Document::read(path)? {
+    let doc = Document::read(path)?;
+    crate::files::plot_dir("trie plot: the directory", dir)?;
+    let errors = match doc {
         Document::Run(r) => crate::plot::write_run(dir, &r),
         Document::Sweep(doc) => crate::plot::write_sweep(dir, &doc),
     };

@@ -58,13 +58,21 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
         runs: Vec::new(),
     };
     let mut file_errors = Vec::new();
+    // One client for every cache reset of the sweep.
+    let reset_client = sw
+        .reset_cache
+        .then(|| prepared.http().preflight_client(&hooks.interrupt));
     let mut sweep = Sweeper {
         cfg,
         hooks,
         prepared: &mut prepared,
+        reset_client,
         started: std::time::Instant::now(),
         runs_done: 0,
     };
+    // An error of trie's own (a thread that cannot start) ends the sweep
+    // after its files are written.
+    let mut failed = None;
     match sw.search {
         None => {
             'points: for (i, load) in points.iter().enumerate() {
@@ -78,8 +86,13 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
                         sw.trials,
                         sweep.time_left(points.len() * sw.trials as usize),
                     );
-                    if !sweep.one(&mut doc, i, trial, *load, label, &mut file_errors)? {
-                        break 'points;
+                    match sweep.one(&mut doc, i, trial, *load, label, &mut file_errors) {
+                        Ok(true) => {}
+                        Ok(false) => break 'points,
+                        Err(e) => {
+                            failed = Some(e);
+                            break 'points;
+                        }
                     }
                 }
             }
@@ -88,7 +101,10 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
             let (whole, start, max) = match (search.max_arrival_rate, cfg.load) {
                 (Some(max), LoadModel::Open { rate, .. }) => (false, rate, max),
                 (Some(max), LoadModel::Closed { .. }) => (false, 1.0f64.min(max), max),
-                (None, _) => (true, 1.0, search.max_concurrency as f64),
+                (None, LoadModel::Closed { concurrency }) => {
+                    (true, concurrency as f64, search.max_concurrency as f64)
+                }
+                (None, LoadModel::Open { .. }) => (true, 1.0, search.max_concurrency as f64),
             };
             let precision = if whole || search.precision_pct > 0.0 {
                 search.precision_pct
@@ -136,9 +152,17 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
                         trial + 1,
                         sw.trials
                     );
-                    if !sweep.one(&mut doc, point, trial, load, label, &mut file_errors)? {
-                        finished = false;
-                        break;
+                    match sweep.one(&mut doc, point, trial, load, label, &mut file_errors) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            finished = false;
+                            break;
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            finished = false;
+                            break;
+                        }
                     }
                 }
                 if !finished {
@@ -171,8 +195,17 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
     }
     doc.interrupted = hooks.interrupt.is_set();
     sweep.write(&doc, true, &mut file_errors);
+    drop(sweep);
     prepared.close();
-    Ok(Outcome { doc, file_errors })
+    match failed {
+        Some(e) => {
+            for f in &file_errors {
+                log::error!("{f}");
+            }
+            Err(e)
+        }
+        None => Ok(Outcome { doc, file_errors }),
+    }
 }
 
 fn capacity(b: &Bisection, probes: &[Probe], cfg: &Config, complete: bool) -> Capacity {
@@ -199,6 +232,7 @@ struct Sweeper<'a> {
     cfg: &'a Config,
     hooks: &'a Hooks,
     prepared: &'a mut Prepared,
+    reset_client: Option<crate::client::Client>,
     started: std::time::Instant,
     runs_done: usize,
 }
@@ -234,6 +268,14 @@ impl Sweeper<'_> {
         if stop.is_set() {
             return Ok(false);
         }
+        // The pause goes between runs, not after the last one.
+        if let Some(c) = sw.cooldown.filter(|_| self.runs_done > 0) {
+            // Interruptible: Ctrl+C ends the pause at once.
+            let _ = stop.receiver().recv_timeout(c);
+            if stop.is_set() {
+                return Ok(false);
+            }
+        }
         let point_cfg = self.cfg.at(load);
         if let Some(w) = sw.warmup {
             let mut warm = point_cfg.clone();
@@ -250,9 +292,8 @@ impl Sweeper<'_> {
                 return Ok(false);
             }
         }
-        let (cache_reset, cache_reset_error) = if sw.reset_cache {
-            let client = self.prepared.http().preflight_client(stop);
-            match crate::preflight::reset_cache(&client, self.prepared.endpoint()) {
+        let (cache_reset, cache_reset_error) = if let Some(client) = &self.reset_client {
+            match crate::preflight::reset_cache(client, self.prepared.endpoint()) {
                 Ok(how) => {
                     log::info!("prefix cache reset: {how}");
                     (Some(how), None)
@@ -304,13 +345,6 @@ impl Sweeper<'_> {
         self.runs_done += 1;
         doc.interrupted = stop.is_set();
         self.write(doc, false, file_errors);
-        if stop.is_set() {
-            return Ok(false);
-        }
-        if let Some(c) = sw.cooldown {
-            // Interruptible: Ctrl+C ends the pause at once.
-            let _ = stop.receiver().recv_timeout(c);
-        }
         Ok(!stop.is_set())
     }
 
@@ -325,9 +359,11 @@ impl Sweeper<'_> {
             },
             last,
         );
+        let mut written = written;
         if let Some(dir) = &self.cfg.sweep.plot {
-            errors.extend(crate::plot::write_sweep(dir, doc));
+            written.extend(crate::plot::write_sweep(dir, doc));
         }
+        // Reported once, at the end; a failing write along the way warns.
         if last {
             errors.extend(self.prepared.take_event_log_error());
             errors.extend(written);

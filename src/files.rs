@@ -415,6 +415,29 @@ fn probe_dir(flag: &str, shown: &Path, target: &Path) -> Result<()> {
     }
 }
 
+/// Make sure charts can be written into `dir` (`what` names it in errors:
+/// `--plot`): created if missing, refused when it is not a directory or
+/// not writable, before anything is sent.
+pub fn plot_dir(what: &str, dir: &Path) -> Result<()> {
+    let shown = dir.display();
+    if dir.as_os_str().is_empty() {
+        return Err(Error::usage(format!(
+            "{what} is empty; pass a directory for the charts"
+        )));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::usage(format!(
+            "{what} {shown}: not a directory; pass a directory (created if missing)"
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::usage(format!(
+            "{what} {shown}: cannot create it ({e}); pass a writable directory"
+        ))
+    })?;
+    probe_dir(what, dir, &dir.join("report.html"))
+}
+
 /// Open a device or FIFO for writing. A FIFO without a reader is
 /// waited for (it cannot be opened until one comes) until `stop`.
 fn open_special(flag: &str, path: &Path, fifo: bool, stop: &Stop) -> Result<File> {

@@ -68,6 +68,8 @@
 //! - [`prompt`] — exact synthetic text: words that are one token each.
 //! - [`client`] — the per-slot ureq agents and one request, streamed line by
 //!   line, its end stamped at `[DONE]`, everything a server sends capped.
+//! - [`transport`] — trie's TCP transport under ureq: one `read` per chunk,
+//!   deadlines enforced by a watchdog thread that shuts the socket down.
 //! - [`sse`] — pure parsing of SSE lines and completion chunks.
 //! - [`slot`] — a worker thread running traces; request bodies; context counts.
 //! - [`event`] — the messages slots send.
@@ -100,24 +102,26 @@
 //! - [`run`] — one benchmark from start to summary: [`run::prepare`] (once:
 //!   inputs, outputs, sim, preflight), then [`run::execute`] (a load point,
 //!   returning its results; the caller writes the files).
+//! - [`sim`] — the simulated engine (`trie sim`).
 //!
 //! Layout: the crate is still flat files; the folders by concept proposed
 //! for it as it grows are `cli/` (cli, config, limits), `input/` (workload,
-//! hub), `text/` (prompt, tokenizer), `net/` (client, sse, preflight),
-//! `exec/` (run, slot, event, aggregator, stop), `record/` (records,
-//! metrics, stats, slo, summary), `output/` (report, results, files,
-//! document, plot, term, logging, redact), `sweep/` and `sim/` (already
-//! folders). There is no import cycle between modules (checked by script
-//! when the crate changes).
-//! - [`sim`] — the simulated engine (`trie sim`).
+//! hub), `text/` (prompt, tokenizer), `net/` (client, transport, sse,
+//! preflight), `exec/` (run, drive, slot, event, aggregator, stop),
+//! `record/` (records, metrics, stats, slo, summary), `output/` (report,
+//! results, files, document, plot, term, logging, redact), `sweep/` and
+//! `sim/` (already folders). No module imports one that imports it (a test
+//! reads the sources and fails on a cycle).
 //!
 //! # Invariants
 //!
 //! - No async runtime; every thread is joined (slots and feeder in one
 //!   `std::thread::scope`, the aggregator before [`run::run`] returns), with
 //!   two exceptions that a stop must not wait for: a tokenizer worker still
-//!   counting 200 ms after the run ends (a million-token reply), and the
-//!   workload's reader blocked on a FIFO when Ctrl+C comes.
+//!   counting 200 ms after the run ends (a million-token reply), the
+//!   workload's reader blocked on a FIFO when Ctrl+C comes, and the
+//!   process's one deadline watchdog ([`transport`]), which lives as long
+//!   as the process.
 //! - Only the aggregator mutates metrics; slots send plain [`event::Event`]s.
 //!   There is no lock on the token path, and no pool shared between slots.
 //! - The timed path holds only I/O: the timestamp of a line is taken as soon as

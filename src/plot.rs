@@ -130,7 +130,8 @@ pub fn svg(c: &Chart) -> String {
         y1 = y1.max(t.y);
         y0 = y0.min(t.y);
     }
-    let empty = x0 > x1;
+    // Nothing to draw, or a range no axis can show (values near f64::MAX).
+    let empty = x0 > x1 || !(x1 - x0).is_finite() || !(y1 - y0).is_finite();
     if empty {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
@@ -320,8 +321,9 @@ pub fn sweep_charts(doc: &SweepResults) -> Vec<Chart> {
         ("ttfat_s", "Time to first answer token"),
         ("latency_s", "Trace latency"),
     ] {
-        let mut th = thresholds(doc, key, false);
-        th.extend(thresholds(doc, key, true));
+        // Per-trace charts carry per-trace thresholds only (req.latency_s
+        // is a request's, far below a trace's).
+        let th = thresholds(doc, key, false);
         charts.push(Chart {
             name: key.trim_end_matches("_s").into(),
             title: format!("{title} (per trace)"),
@@ -565,7 +567,7 @@ pub fn run_html(r: &Results) -> String {
 /// Write `files` (name, content) into `dir`, created if missing; the errors.
 fn write_all(dir: &Path, files: Vec<(String, String)>) -> Vec<String> {
     if let Err(e) = std::fs::create_dir_all(dir) {
-        return vec![format!("--plot {}: cannot create it ({e})", dir.display())];
+        return vec![format!("charts: cannot create {} ({e})", dir.display())];
     }
     files
         .into_iter()
@@ -573,7 +575,7 @@ fn write_all(dir: &Path, files: Vec<(String, String)>) -> Vec<String> {
             let p = dir.join(&name);
             crate::files::write_atomic(&p, text.as_bytes())
                 .err()
-                .map(|e| format!("--plot {}: cannot write it ({e})", p.display()))
+                .map(|e| format!("charts: cannot write {} ({e})", p.display()))
         })
         .collect()
 }

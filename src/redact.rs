@@ -69,6 +69,13 @@ pub fn clean(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A name from outside trie (a served model's) made fit for one line of a
+/// log or a table: secrets removed, every control character escaped,
+/// newlines and tabs too, so it can never start a line of its own.
+pub fn name(s: &str) -> String {
+    clean(s).replace('\n', "\\n").replace('\t', "\\t")
+}
+
 /// Text from outside trie made fit for a report: secrets removed, its first
 /// line, at most 300 characters.
 pub fn one_line(s: &str) -> String {
@@ -117,6 +124,11 @@ mod tests {
         assert_eq!(
             clean("a\x1b]0;PWNED\x07\x1b[2J\r\u{202e}b\nc\td"),
             "a\\u{1b}]0;PWNED\\u{7}\\u{1b}[2J\\u{d}\\u{202e}b\nc\td"
+        );
+        // A served model's name never starts a line of its own.
+        assert_eq!(
+            name("evil\x1b]0\nfake line\t"),
+            "evil\\u{1b}]0\\nfake line\\t"
         );
     }
 }

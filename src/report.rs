@@ -178,7 +178,8 @@ pub const ABSENT: &str = "–";
 /// `x` with `decimals` decimals, fewer when needed to fit `MAX_CELL`
 /// characters (tables stay within [`MAX_WIDTH`] columns); absent is `–`.
 pub(crate) fn cell(x: Option<f64>, decimals: usize) -> String {
-    let Some(x) = x else {
+    // Not a number (a sum past f64's range in a hand-edited file) is no figure.
+    let Some(x) = x.filter(|x| x.is_finite()) else {
         return ABSENT.to_string();
     };
     for d in (0..=decimals).rev() {
@@ -275,6 +276,11 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
         );
     }
     v
+}
+
+/// Every figure by name, as the results document keeps them.
+pub fn figure_map(s: &Summary) -> FigureMap {
+    figures(s).into_iter().map(|f| (f.name, f.value)).collect()
 }
 
 /// The `benchmark complete` line's `key=value` pairs (an absent figure is
@@ -491,7 +497,7 @@ pub fn compare(runs: &[(String, &FigureMap, Option<&IntervalMap>)]) -> String {
         &[0],
     );
     for name in HEADLINE {
-        let value = |f: &FigureMap| f.get(*name).copied().flatten();
+        let value = |f: &FigureMap| f.get(*name).copied().flatten().filter(|x| x.is_finite());
         if runs.iter().all(|(_, f, _)| value(f).is_none()) {
             continue;
         }

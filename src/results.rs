@@ -153,24 +153,7 @@ impl RunConfig {
         tokenizer: &crate::tokenizer::Tokenizer,
         added_tokens_as_text: bool,
     ) -> RunConfig {
-        let (load, concurrency, arrival_rate, arrival, max_inflight) = match cfg.load {
-            LoadModel::Closed { concurrency } => ("closed", Some(concurrency), None, None, None),
-            LoadModel::Open {
-                rate,
-                arrival,
-                max_inflight,
-            } => (
-                "open",
-                None,
-                Some(rate),
-                Some(match arrival {
-                    Arrival::Constant => "constant",
-                    Arrival::Poisson => "poisson",
-                }),
-                Some(max_inflight),
-            ),
-        };
-        RunConfig {
+        let mut rc = RunConfig {
             workload: cfg.workload.clone(),
             workload_path: workload_path.display().to_string(),
             workload_fnv1a: workload_fnv1a.to_string(),
@@ -180,12 +163,7 @@ impl RunConfig {
             added_tokens_as_text,
             endpoint: endpoint.to_string(),
             endpoint_is_sim: cfg.endpoint == Endpoint::Sim,
-            model: crate::redact::clean(model).into_owned(),
-            load: load.to_string(),
-            concurrency,
-            arrival_rate,
-            arrival: arrival.map(str::to_string),
-            max_inflight,
+            model: crate::redact::name(model),
             duration_s: cfg.duration.as_secs_f64(),
             seed: cfg.seed,
             max_retries: cfg.max_retries,
@@ -200,7 +178,42 @@ impl RunConfig {
             csv: path_string(&cfg.files.csv),
             events: path_string(&cfg.files.events),
             output_metrics: path_string(&cfg.files.output_metrics),
-        }
+            ..RunConfig::default()
+        };
+        rc.set_load(&cfg.load);
+        rc
+    }
+
+    /// Record `load` as the run's load (each run of a sweep has its own).
+    pub fn set_load(&mut self, load: &LoadModel) {
+        (
+            self.load,
+            self.concurrency,
+            self.arrival_rate,
+            self.arrival,
+            self.max_inflight,
+        ) = match *load {
+            LoadModel::Closed { concurrency } => {
+                ("closed".into(), Some(concurrency), None, None, None)
+            }
+            LoadModel::Open {
+                rate,
+                arrival,
+                max_inflight,
+            } => (
+                "open".into(),
+                None,
+                Some(rate),
+                Some(
+                    match arrival {
+                        Arrival::Constant => "constant",
+                        Arrival::Poisson => "poisson",
+                    }
+                    .into(),
+                ),
+                Some(max_inflight),
+            ),
+        };
     }
 }
 
@@ -226,10 +239,7 @@ impl Results {
                 cancelled_traces: summary.cancelled_traces,
                 cancelled_requests: summary.cancelled_requests,
             },
-            figures: report::figures(&summary)
-                .into_iter()
-                .map(|f| (f.name, f.value))
-                .collect(),
+            figures: report::figure_map(&summary),
             summary,
             records: Some(records),
         }
@@ -338,16 +348,25 @@ pub fn csv(s: &Summary) -> String {
 /// The Python version's output-metrics rows: one JSON object per completed
 /// trace with `request_id`, `output_tokens_per_turn`, `output_tokens_per_trace`.
 pub fn output_metrics(s: &Summary) -> String {
+    output_metrics_tagged(s, None)
+}
+
+/// The `--output-metrics` rows of `s`, each with `point` and `trial` when
+/// `tag` is given (a run of a sweep).
+pub fn output_metrics_tagged(s: &Summary, tag: Option<(usize, u32)>) -> String {
     s.traces
         .iter()
         .map(|t| {
-            serde_json::json!({
+            let mut row = serde_json::json!({
                 "request_id": t.trace_id,
                 "output_tokens_per_turn": t.output_tokens_per_turn,
                 "output_tokens_per_trace": t.output_tokens_per_trace,
-            })
-            .to_string()
-                + "\n"
+            });
+            if let Some((point, trial)) = tag {
+                row["point"] = point.into();
+                row["trial"] = trial.into();
+            }
+            row.to_string() + "\n"
         })
         .collect()
 }

@@ -216,22 +216,35 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
         }
     };
     let mut outputs = Outputs::prepare(&cfg.files, &inputs, stop)?;
-    let load_flag = match cfg.load {
-        LoadModel::Closed { concurrency } => format!("--concurrency {concurrency}"),
-        LoadModel::Open { max_inflight, .. } => format!("--max-inflight {max_inflight}"),
+    if let Some(dir) = &cfg.sweep.plot {
+        crate::files::plot_dir("--plot", dir)?;
+    }
+    let load_flag = match (cfg.sweep.search, cfg.load) {
+        (Some(s), _) if s.max_arrival_rate.is_none() => {
+            format!("--max-concurrency {}", s.max_concurrency)
+        }
+        (Some(_), LoadModel::Closed { .. }) => format!(
+            "an open-loop search's {} traces in flight",
+            crate::config::DEFAULT_MAX_INFLIGHT
+        ),
+        (_, LoadModel::Closed { .. }) => format!("--concurrency {}", cfg.max_slots()),
+        (_, LoadModel::Open { max_inflight, .. }) => format!("--max-inflight {max_inflight}"),
     };
     let enough = limits::ensure_open_files(
         limits::files_needed(cfg.max_slots(), cfg.endpoint == Endpoint::Sim),
         &load_flag,
     );
-    match (enough, &cfg.load) {
-        (Ok(()), _) => {}
+    let open_loop = matches!(cfg.load, LoadModel::Open { .. })
+        || cfg
+            .sweep
+            .search
+            .is_some_and(|s| s.max_arrival_rate.is_some());
+    match enough {
+        Ok(()) => {}
         // The open loop reaches --max-inflight only when the server falls
         // far behind: a request beyond the limit then fails as `client`.
-        (Err(e), LoadModel::Open { .. }) => {
-            log::warn!("{e}; requests beyond it will fail as `client`")
-        }
-        (Err(e), LoadModel::Closed { .. }) => return Err(Error::Usage(e)),
+        Err(e) if open_loop => log::warn!("{e}; requests beyond it will fail as `client`"),
+        Err(e) => return Err(Error::Usage(e)),
     }
     check(stop)?;
 
@@ -349,7 +362,7 @@ pub fn execute(
     let (workload, warned) = (workload.clone(), *warned);
     let stop = &hooks.interrupt;
     let mut summary = Summary {
-        model: crate::redact::clean(model).into_owned(),
+        model: crate::redact::name(model),
         endpoint: endpoint.clone(),
         workload: workload.path.display().to_string(),
         workload_templates: workload.traces.len(),
@@ -520,12 +533,7 @@ pub fn execute(
         report::event_line("benchmark complete", &report::complete_pairs(&summary))
     );
     let mut run_config = prepared.run_config.clone();
-    if let LoadModel::Closed { concurrency } = cfg.load {
-        run_config.concurrency = Some(concurrency);
-    }
-    if let LoadModel::Open { rate, .. } = cfg.load {
-        run_config.arrival_rate = Some(rate);
-    }
+    run_config.set_load(&cfg.load);
     Ok(Results::new(
         started,
         run_config,

@@ -37,6 +37,10 @@ impl Interval {
         });
         let half_width = sd
             .map(|sd| t_quantile(0.5 + confidence / 2.0, (n - 1) as f64) * sd / (n as f64).sqrt());
+        // Values near f64's limits overflow the sums: no figure.
+        if !mean.is_finite() || sd.is_some_and(|s| !s.is_finite()) {
+            return None;
+        }
         Some(Interval {
             n,
             mean,

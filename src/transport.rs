@@ -36,8 +36,9 @@ const SLACK: Duration = Duration::from_millis(2);
 thread_local! {
     /// While set, no read or write on this thread's connections waits past it.
     static READ_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-    /// The guard of the connection this thread last used.
-    static CURRENT: RefCell<Option<Arc<Guard>>> = const { RefCell::new(None) };
+    /// The guard of the connection this thread last used (weakly: a
+    /// dropped connection closes at once).
+    static CURRENT: RefCell<Weak<Guard>> = const { RefCell::new(Weak::new()) };
 }
 
 /// Bounds every read of this thread's connections to a window from now on,
@@ -71,7 +72,7 @@ impl Drop for ReadWindow {
 /// applies (a kept-alive connection idle past it is not shut down).
 pub fn request_done() {
     CURRENT.with(|c| {
-        if let Some(g) = c.borrow().as_ref() {
+        if let Some(g) = c.borrow().upgrade() {
             g.disarm();
         }
     });
@@ -169,8 +170,8 @@ fn watchdog() -> &'static Watchdog {
 }
 
 impl Watchdog {
-    /// Watch `guard` until `at`.
-    fn arm(&self, guard: &Arc<Guard>, at: Instant) {
+    /// Watch `guard` until `at`; returns the entry's generation.
+    fn arm(&self, guard: &Arc<Guard>, at: Instant) -> u64 {
         let generation = guard.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut heap = self.heap.lock();
         // Moved and disarmed deadlines stay in the heap until their time;
@@ -192,6 +193,7 @@ impl Watchdog {
         if earliest {
             self.wake.notify_one();
         }
+        generation
     }
 
     fn run(&self) {
@@ -273,8 +275,8 @@ impl Connector<()> for DirectConnector {
 #[derive(Debug)]
 pub struct Direct {
     guard: Arc<Guard>,
-    /// The deadline registered with the watchdog.
-    armed: Option<Instant>,
+    /// The deadline registered with the watchdog, and its generation.
+    armed: Option<(Instant, u64)>,
     buffers: LazyBuffers,
 }
 
@@ -294,22 +296,27 @@ impl Direct {
         }
         CURRENT.with(|c| {
             let mut c = c.borrow_mut();
-            if !c.as_ref().is_some_and(|g| Arc::ptr_eq(g, &self.guard)) {
-                *c = Some(self.guard.clone());
+            if !std::ptr::eq(c.as_ptr(), Arc::as_ptr(&self.guard)) {
+                *c = Arc::downgrade(&self.guard);
             }
         });
-        match (at, self.armed) {
+        // What is registered still stands only if nothing disarmed it since.
+        let live = self
+            .armed
+            .filter(|(_, g)| *g == self.guard.generation.load(Ordering::Relaxed))
+            .map(|(at, _)| at);
+        match (at, live) {
             // Within the slack of the registered one: nothing to do.
             (Some(at), Some(armed)) if at + SLACK >= armed && at <= armed + SLACK => {}
             (Some(at), _) => {
-                watchdog().arm(&self.guard, at);
-                self.armed = Some(at);
+                let generation = watchdog().arm(&self.guard, at);
+                self.armed = Some((at, generation));
             }
             (None, Some(_)) => {
                 self.guard.disarm();
                 self.armed = None;
             }
-            (None, None) => {}
+            (None, None) => self.armed = None,
         }
         Ok(())
     }
@@ -422,5 +429,39 @@ mod tests {
         (&client).read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"ok");
         assert!(!guard.fired.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_request_right_after_a_finished_one_is_still_watched() {
+        // Two requests on one connection within the slack: the first one's
+        // end disarms its deadline, so the second must register its own.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        // Only so that a broken watchdog fails the test instead of hanging it.
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut d = Direct {
+            guard: Arc::new(Guard::new(client)),
+            armed: None,
+            buffers: LazyBuffers::new(1024, 1024),
+        };
+        let timeout = || NextTimeout {
+            after: Duration::from_millis(300).into(),
+            reason: ureq::Timeout::Global,
+            per_read: None,
+            per_write: None,
+        };
+        d.deadline(&timeout()).unwrap();
+        request_done();
+        let t = Instant::now();
+        let read = d.await_input(timeout());
+        assert!(
+            matches!(read, Err(ureq::Error::Timeout(_))),
+            "{read:?} after {:?}",
+            t.elapsed()
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 }

@@ -166,7 +166,7 @@ pub struct Capacity {
 }
 
 /// The pass rule, in words.
-pub const PASS_RULE: &str = "a point passes when every condition holds for the bound of its confidence interval over the trials on the condition's side: for <= the upper bound (mean + half-width) is at most the threshold, for >= the lower bound (mean - half-width) is at least it; with one trial, the measured value itself; a trial without the value fails the condition";
+pub const PASS_RULE: &str = "a point passes when every condition holds for the one-sided confidence bound of its mean over the trials: for <= the upper bound mean + t(confidence, n-1) * sd / sqrt(n) is at most the threshold, for >= the lower bound mean - t(confidence, n-1) * sd / sqrt(n) is at least it; with one trial, the measured value itself; a trial without the value fails the condition; interrupted runs do not count";
 
 /// The results document of a sweep or capacity search.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,9 +210,16 @@ pub fn judge_point(slos: &[Slo], reports: &[&SloReport], confidence: f64) -> Vec
                 .filter(|v| !v.is_empty())
                 .and_then(|v| Interval::of(&v, confidence))
                 .filter(|iv| iv.n == reports.len());
+            // One-sided: the condition fails on one side only.
+            let margin = |iv: &Interval| match (iv.n, iv.sd) {
+                (n, Some(sd)) if n > 1 => {
+                    crate::stats::t_quantile(confidence, (n - 1) as f64) * sd / (n as f64).sqrt()
+                }
+                _ => 0.0,
+            };
             let pass = value.is_some_and(|iv| match s.op {
-                Op::AtMost => iv.high() <= s.value,
-                Op::AtLeast => iv.low() >= s.value,
+                Op::AtMost => iv.mean + margin(&iv) <= s.value,
+                Op::AtLeast => iv.mean - margin(&iv) >= s.value,
             });
             SloOverTrials {
                 slo: s.text.clone(),
@@ -226,7 +233,12 @@ pub fn judge_point(slos: &[Slo], reports: &[&SloReport], confidence: f64) -> Vec
 impl SweepResults {
     /// The summary of point `point` from its runs.
     pub fn summarize_point(&self, point: usize, slos: &[Slo]) -> Option<PointSummary> {
-        let runs: Vec<&SweepRun> = self.runs.iter().filter(|r| r.point == point).collect();
+        // A run cut short by Ctrl+C is kept in `runs` but is not a trial.
+        let runs: Vec<&SweepRun> = self
+            .runs
+            .iter()
+            .filter(|r| r.point == point && !r.results.deadline.interrupted)
+            .collect();
         let first = runs.first()?;
         let confidence = self.plan.confidence;
         let mut names: Vec<&String> = runs.iter().flat_map(|r| r.results.figures.keys()).collect();
@@ -235,9 +247,16 @@ impl SweepResults {
         let figures = names
             .into_iter()
             .map(|name| {
+                // A failure kind a trial did not see counts 0 there.
+                let zero_when_missing =
+                    name.starts_with("failures_") || name.starts_with("retries_");
                 let v: Vec<f64> = runs
                     .iter()
-                    .filter_map(|r| r.results.figures.get(name).copied().flatten())
+                    .filter_map(|r| match r.results.figures.get(name) {
+                        Some(v) => *v,
+                        None if zero_when_missing => Some(0.0),
+                        None => None,
+                    })
                     .collect();
                 (name.clone(), Interval::of(&v, confidence))
             })
@@ -396,10 +415,10 @@ pub fn tables(doc: &SweepResults) -> String {
                     Some(f) => format!("; {f} fails"),
                     None => String::new(),
                 },
-                if c.at_bound {
-                    " (the search's bound: raise --max-concurrency)"
-                } else {
-                    ""
+                match (c.at_bound, c.searched.as_str()) {
+                    (false, _) => "",
+                    (true, "concurrency") => " (the search's bound: raise --max-concurrency)",
+                    (true, _) => " (the search's bound: raise --max-arrival-rate)",
                 },
             ),
             None => "\nCapacity: none: the lowest load probed fails the SLOs\n".to_string(),
@@ -457,21 +476,12 @@ pub fn csv(doc: &SweepResults) -> String {
 /// `--output-metrics` of a sweep: every run's rows, each with its
 /// `point` and `trial`.
 pub fn output_metrics(doc: &SweepResults) -> String {
-    let mut out = String::new();
-    for r in &doc.runs {
-        for t in &r.results.summary.traces {
-            let row = serde_json::json!({
-                "request_id": t.trace_id,
-                "output_tokens_per_turn": t.output_tokens_per_turn,
-                "output_tokens_per_trace": t.output_tokens_per_trace,
-                "point": r.point,
-                "trial": r.trial,
-            });
-            out.push_str(&row.to_string());
-            out.push('\n');
-        }
-    }
-    out
+    doc.runs
+        .iter()
+        .map(|r| {
+            crate::results::output_metrics_tagged(&r.results.summary, Some((r.point, r.trial)))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -499,15 +509,19 @@ mod tests {
     #[test]
     fn the_pass_rule_uses_the_interval_bound_on_the_conditions_side() {
         let slos = parse("ttfat_s:p90<=10,decode_tps:mean>=20").unwrap();
-        // ttfat 8, 9, 10 (mean 9, half-width 4.303 × 1/√3 = 2.48): the
-        // upper bound 11.48 > 10 fails though every trial passed;
-        // decode 30, 31, 29: lower bound 27.5 >= 20 passes.
+        // ttfat 8, 9, 10 (mean 9, sd 1; one-sided 95 %: t(0.95, 2) =
+        // 2.92 / √3 = 1.69): the upper bound 10.69 > 10 fails though every
+        // trial passed; decode 30, 31, 29: lower bound 28.3 >= 20 passes.
         let a = report(&[Some(8.0), Some(30.0)]);
         let b = report(&[Some(9.0), Some(31.0)]);
         let c = report(&[Some(10.0), Some(29.0)]);
         let v = judge_point(&slos, &[&a, &b, &c], 0.95);
         assert!(!v[0].pass);
         assert!((v[0].value.unwrap().high() - (9.0 + 4.302_652_73 / 3f64.sqrt())).abs() < 1e-6);
+        // At the one-sided bound 9 + 2.92/√3 = 10.686: a threshold of 10.7
+        // passes, which the two-sided bound (11.48) would fail.
+        let loose = parse("ttfat_s:p90<=10.7").unwrap();
+        assert!(judge_point(&loose, &[&a, &b, &c], 0.95)[0].pass);
         assert!(v[1].pass);
         // One trial: the value itself.
         let v = judge_point(&slos, &[&c], 0.95);
@@ -517,5 +531,72 @@ mod tests {
         let v = judge_point(&slos, &[&a, &d], 0.95);
         assert!(!v[0].pass && v[0].value.is_none());
         assert!(v[1].pass);
+    }
+
+    fn run(trial: u32, interrupted: bool, failures: &[(&str, u64)], tput: f64) -> SweepRun {
+        let mut s = crate::summary::Summary {
+            trace_per_s: tput,
+            interrupted,
+            ..Default::default()
+        };
+        for (k, n) in failures {
+            s.failures.insert(
+                k.to_string(),
+                crate::summary::FailureCount {
+                    traces: *n,
+                    ..Default::default()
+                },
+            );
+        }
+        SweepRun {
+            point: 0,
+            trial,
+            load: Load {
+                concurrency: Some(4),
+                arrival_rate: None,
+            },
+            cache_reset: None,
+            cache_reset_error: None,
+            slo: None,
+            results: Results::new(
+                std::time::SystemTime::now(),
+                RunConfig::default(),
+                1.0,
+                s,
+                crate::records::Records::default(),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_point_counts_whole_trials_and_missing_failures_as_zero() {
+        let doc = SweepResults {
+            schema_version: 4,
+            kind: "sweep".into(),
+            trie_version: String::new(),
+            started_at: String::new(),
+            host: String::new(),
+            config: RunConfig::default(),
+            plan: Plan {
+                confidence: 0.95,
+                ..Plan::default()
+            },
+            points: Vec::new(),
+            capacity: None,
+            interrupted: true,
+            runs: vec![
+                run(0, false, &[("http_503", 4)], 2.0),
+                run(1, false, &[], 4.0),
+                // Cut short by Ctrl+C: kept, not a trial.
+                run(2, true, &[("reset", 9)], 100.0),
+            ],
+        };
+        let p = doc.summarize_point(0, &[]).unwrap();
+        assert_eq!(p.trials, 2);
+        assert_eq!(p.figures["trace_per_s"].unwrap().mean, 3.0);
+        // 4 failures in one trial, none in the other: 2 per trial.
+        assert_eq!(p.figures["failures_http_503"].unwrap().mean, 2.0);
+        assert!(!p.figures.contains_key("failures_reset"));
+        assert_eq!(p.pass, None);
     }
 }

@@ -7,7 +7,7 @@ use trie::config::{Config, Search};
 use trie::run::Hooks;
 use trie::sim::SimConfig;
 
-use crate::util::{fast, fast_sim, row, temp_file};
+use crate::util::{fast, fast_sim, row, temp_file, trie_run};
 
 fn small_workload() -> std::path::PathBuf {
     let rows = [
@@ -352,4 +352,160 @@ fn a_server_without_a_reset_endpoint_is_warned_about_and_recorded() {
     );
     let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
     assert!(done.doc.runs.iter().all(|r| r.cache_reset.is_some()));
+}
+
+#[test]
+fn slos_warmups_and_resets_make_one_point_a_sweep_and_a_plain_run_stays_a_run() {
+    let parse = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> =
+            ["--workload", "data/qa.jsonl", "--endpoint", "sim"]
+                .iter()
+                .map(Into::into)
+                .collect();
+        args.extend(extra.iter().map(Into::into));
+        match trie::cli::parse(args).unwrap().0 {
+            trie::cli::Command::Run(c) => c,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(!parse(&[]).is_sweep());
+    assert!(!parse(&["--concurrency", "8"]).is_sweep());
+    assert!(!parse(&["concurrency=8"]).is_sweep());
+    for extra in [
+        &["--slo", "ttfat_s:p90<=8"][..],
+        &["--warmup", "5"],
+        &["--cooldown", "5"],
+        &["--reset-cache"],
+        &["--concurrency", "1,2"],
+        &["concurrency=1,2"],
+        &["--trials", "2"],
+    ] {
+        assert!(parse(extra).is_sweep(), "{extra:?}");
+    }
+    // Capacity-only flags need `trie capacity`.
+    let e = trie::cli::parse(
+        [
+            "--workload",
+            "data/qa.jsonl",
+            "--endpoint",
+            "sim",
+            "--max-concurrency",
+            "8",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("--max-concurrency is a flag of trie capacity"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_open_loop_search_records_each_probe_as_open_loop() {
+    let (sim, _rx) = fast_sim(fast());
+    let mut cfg = Config::new(small_workload().to_str().unwrap(), &sim.url())
+        .unwrap()
+        .duration(Duration::from_millis(400))
+        .slo("latency_s:p90<=5")
+        .unwrap();
+    cfg.sweep.search = Some(Search {
+        max_arrival_rate: Some(8.0),
+        precision_pct: 50.0,
+        ..Search::default()
+    });
+    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    let cap = done.doc.capacity.unwrap();
+    assert_eq!(cap.searched, "arrival_rate");
+    assert!(!done.doc.runs.is_empty());
+    for r in &done.doc.runs {
+        let c = &r.results.config;
+        assert_eq!(c.load, "open");
+        assert_eq!((c.concurrency, c.arrival_rate), (None, r.load.arrival_rate));
+        assert_eq!(c.max_inflight, Some(trie::config::DEFAULT_MAX_INFLIGHT));
+        assert_eq!(c.arrival.as_deref(), Some("constant"));
+    }
+}
+
+#[test]
+fn bad_plot_dirs_and_search_starts_are_refused_before_anything_is_sent() {
+    let (sim, rx) = fast_sim(fast());
+    let wl = small_workload();
+    let wl = wl.to_str().unwrap();
+    let url = sim.url();
+    let (code, _, err) = trie_run(&["--workload", wl, "--endpoint", &url, "--plot", wl, "-q"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--plot") && err.contains("not a directory"),
+        "{err}"
+    );
+    let (code, _, err) = trie_run(&[
+        "capacity",
+        "--workload",
+        wl,
+        "--endpoint",
+        &url,
+        "--slo",
+        "latency_s:p90<=5",
+        "--concurrency",
+        "3",
+        "--max-concurrency",
+        "2",
+        "-q",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--concurrency 3 (where the search starts) is above --max-concurrency 2"),
+        "{err}"
+    );
+    assert_eq!(rx.try_iter().count(), 0, "nothing was sent");
+}
+
+#[test]
+fn sweep_documents_that_cannot_be_true_are_refused() {
+    let (sim, _rx) = fast_sim(fast());
+    let out = temp_file("x", "").with_file_name("doc.json");
+    let cfg = Config::new(small_workload().to_str().unwrap(), &sim.url())
+        .unwrap()
+        .concurrencies(&[1, 2])
+        .duration(Duration::from_millis(300))
+        .output(&out);
+    trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let check = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
+        let mut d = doc.clone();
+        edit(&mut d);
+        let p = out.with_file_name("edited.json");
+        std::fs::write(&p, d.to_string()).unwrap();
+        let e = trie::document::report_file(&p)
+            .and_then(|_| trie::document::compare_files(&[p.clone(), p.clone()]))
+            .unwrap_err();
+        assert!(e.to_string().contains(says), "{says}: {e}");
+        assert_eq!(e.exit_code(), 2);
+    };
+    check(
+        &|d| d["plan"]["confidence"] = 5.0.into(),
+        "plan.confidence 5 is not between 0 and 1",
+    );
+    check(
+        &|d| d["runs"][1]["point"] = 999.into(),
+        "a run of point 999 but the plan has 2 loads",
+    );
+    check(
+        &|d| {
+            d["runs"] = serde_json::json!([]);
+            d["points"] = serde_json::json!([]);
+        },
+        "a sweep without a finished run",
+    );
+    // The unedited document reads.
+    assert!(
+        trie::document::report_file(&out)
+            .unwrap()
+            .contains("Sweep of 2 points")
+    );
 }
