@@ -30,11 +30,11 @@ fn measure(
         .max_retries(0);
     // Prepared first (tokenizer, vocabulary proof, preflight): the CPU
     // measured is the load point's, per chunk.
-    let hooks = trie::run::Hooks::default();
-    let mut prepared = trie::run::prepare(&cfg, &hooks.interrupt).expect("prepare");
+    let hooks = trie::exec::run::Hooks::default();
+    let mut prepared = trie::exec::run::prepare(&cfg, &hooks.interrupt).expect("prepare");
     let (c0, s0) = (cpu_s(), sim.cpu_s());
     let results =
-        trie::run::execute(&cfg, &mut prepared, &hooks, &Default::default()).expect("run");
+        trie::exec::run::execute(&cfg, &mut prepared, &hooks, &Default::default()).expect("run");
     let (c1, s1) = (cpu_s(), sim.cpu_s());
     prepared.close();
     (results.summary, c1 - c0, s1 - s0)

@@ -8,8 +8,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use trie::prompt::{Synth, segment_key};
-use trie::tokenizer::Tokenizer;
+use trie::text::prompt::{Synth, segment_key};
+use trie::text::tokenizer::Tokenizer;
 
 fn main() {
     let path = std::env::args()
@@ -51,10 +51,10 @@ fn main() {
     .to_string();
     std::fs::write(&wl, vec![row; 8192].join("\n")).unwrap();
     let start = Instant::now();
-    let workload = trie::workload::load(&wl, &trie::stop::Stop::new()).unwrap();
+    let workload = trie::input::workload::load(&wl, &trie::stop::Stop::new()).unwrap();
     let tok = Tokenizer::from_file(std::path::Path::new(&path)).unwrap();
     let synth = Synth::new(&tok).unwrap();
-    let segments = trie::slot::synthesize(&synth, 0, 0, &workload.traces[0]);
+    let segments = trie::exec::slot::synthesize(&synth, 0, 0, &workload.traces[0]);
     black_box(&segments);
     println!(
         "start to first request text, 8192 templates: {:.1} ms ({} templates, first trace {} segments)",

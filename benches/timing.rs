@@ -20,11 +20,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::{SimChild, machine, pct};
-use trie::client::{Expect, Http};
-use trie::prompt::{Synth, segment_key};
-use trie::slot::Body;
+use trie::exec::slot::Body;
+use trie::net::client::{Expect, Http};
 use trie::stop::Stop;
-use trie::tokenizer::Tokenizer;
+use trie::text::prompt::{Synth, segment_key};
+use trie::text::tokenizer::Tokenizer;
 
 const PROMPT: usize = 199; // + BOS = 200 tokens
 const PREFILL_TPS: f64 = 20_000.0;

@@ -327,7 +327,7 @@ pub const FLAGS: &[Flag] = &[
         default: None,
         scope: Scope::Both,
         parse: |r, v| {
-            r.slo = Some(crate::slo::parse(v)?);
+            r.slo = Some(crate::record::slo::parse(v)?);
             Ok(())
         },
     },
@@ -795,7 +795,7 @@ pub struct Raw {
     cooldown: Option<Duration>,
     reset_cache: bool,
     confidence: Option<f64>,
-    slo: Option<Vec<crate::slo::Slo>>,
+    slo: Option<Vec<crate::record::slo::Slo>>,
     max_concurrency: Option<usize>,
     max_arrival_rate: Option<f64>,
     precision: Option<f64>,

@@ -125,7 +125,7 @@ pub struct Sweep {
     /// Confidence of the intervals over trials (0.95: 95 %).
     pub confidence: f64,
     /// Service-level objectives judged per run.
-    pub slo: Vec<crate::slo::Slo>,
+    pub slo: Vec<crate::record::slo::Slo>,
     /// `trie capacity`: search for the most load meeting `slo`.
     pub search: Option<Search>,
     /// `--plot DIR`: SVG charts and an HTML report.
@@ -411,7 +411,7 @@ impl Config {
 
     /// Service-level objectives (the `--slo` grammar).
     pub fn slo(mut self, text: &str) -> Result<Config> {
-        self.sweep.slo = crate::slo::parse(text)?;
+        self.sweep.slo = crate::record::slo::parse(text)?;
         Ok(self)
     }
 

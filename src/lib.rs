@@ -20,7 +20,7 @@
 //!     .duration(Duration::from_secs(180))
 //!     .num_gpus(4)
 //!     .run()?;
-//! println!("{}", trie::report::tables(&summary));
+//! println!("{}", trie::output::report::tables(&summary));
 //! if let Some(steady) = summary.steady_state {
 //!     println!("steady-state completion tok/s: {:.1}", steady.completion_tok_per_s);
 //! }
@@ -43,11 +43,11 @@
 //!                                                         └──▶ Results ──▶ --output JSON · --csv · --output-metrics
 //! ```
 //!
-//! Before anything is sent, [`run::run`] validates everything that can be
+//! Before anything is sent, [`exec::run::run`] validates everything that can be
 //! wrong with the input: flags and workload rows against their bounds
-//! ([`limits`]), the tokenizer, and every output path ([`files`]: resolved,
+//! ([`limits`]), the tokenizer, and every output path ([`output::files`]: resolved,
 //! probed, compared with the inputs); it raises the open-file limit to what
-//! the run needs. Then the [`preflight`] (model listed, one tiny completion:
+//! the run needs. Then the [`exec::preflight`] (model listed, one tiny completion:
 //! unreachable or failing servers stop here, shortcomings become warnings).
 //! Then one thread per slot takes jobs from the feeder, builds all synthetic
 //! text of its trace, and runs the trace turn by turn with its own HTTP agent;
@@ -58,71 +58,59 @@
 //!
 //! # Codemap
 //!
-//! - [`cli`] — flags and `key=value` words → [`Config`] / [`sim::SimConfig`].
-//! - [`config`] — the validated run configuration, also the builder API.
-//! - [`limits`] — the bound of every value; open files; the allocator (the
-//!   binary restarts itself once without glibc's per-thread cache).
-//! - [`workload`] — JSONL loading and validation, dataset aliases.
-//! - [`tokenizer`], [`hub`] — tokenizer resolution (file, dir, Hub cache,
-//!   download), and the worker threads that count during a run.
-//! - [`prompt`] — exact synthetic text: words that are one token each.
-//! - [`client`] — the per-slot ureq agents and one request, streamed line by
-//!   line, its end stamped at `[DONE]`, everything a server sends capped.
-//! - [`transport`] — trie's TCP transport under ureq: one `read` per chunk,
-//!   deadlines enforced by a watchdog thread that shuts the socket down.
-//! - [`sse`] — pure parsing of SSE lines and completion chunks.
-//! - [`slot`] — a worker thread running traces; request bodies; context counts.
-//! - [`event`] — the messages slots send.
-//! - [`aggregator`] — the one owner of metric state: events → [`records`].
-//! - [`records`] — the raw rows of a run (traces, requests, failed
-//!   attempts) and [`records::summarize`], the one pure function from rows
-//!   to every figure (the aggregator and `trie report` both call it).
-//! - [`metrics`] — pure math: percentiles, slopes, decode speed, ITL.
-//! - [`stats`] — pure math over trials: Student-t intervals, cv.
-//! - [`slo`] — the `--slo` grammar, verdicts and goodput (pure).
-//! - [`summary`] — the one result type; [`report`] renders it (tables, figures,
-//!   `trie compare`).
-//! - [`sweep`] — many runs from one command: the sweep document and its
-//!   per-point math, and [`sweep::search`] (the capacity bisection, pure).
-//! - [`drive`] — runs a sweep or search: prepare once, every point and
-//!   trial, the files after each run.
-//! - [`plot`] — SVG charts and the self-contained HTML report (pure
-//!   rendering).
-//! - [`document`] — results documents read back (runs and sweeps) for
-//!   `trie report`, `compare` and `plot`.
-//! - [`preflight`] — the endpoint checks before the clock starts.
-//! - [`stop`] — the stop token every blocking wait watches.
-//! - [`term`] — the one printer of stdout and stderr.
-//! - [`logging`] — the logger: through the printer, secrets removed, wire
-//!   dumps held back.
-//! - [`redact`] — the registered secrets and their removal from outside
-//!   text, and the escaping of characters that would steer a terminal.
-//! - [`results`] — rendering of the files: results document, CSV, event log
-//!   lines, output metrics; [`files`] — where they go and how they are written.
-//! - [`run`] — one benchmark from start to summary: [`run::prepare`] (once:
-//!   inputs, outputs, sim, preflight), then [`run::execute`] (a load point,
-//!   returning its results; the caller writes the files).
-//! - [`sim`] — the simulated engine (`trie sim`).
+//! The crate is grouped by concept; each folder's module says what it
+//! holds, and a file's name says what it does. Folders depend downwards in
+//! this list (a test fails on any import cycle between top-level modules):
 //!
-//! Layout: the crate is still flat files; the folders by concept proposed
-//! for it as it grows are `cli/` (cli, config, limits), `input/` (workload,
-//! hub), `text/` (prompt, tokenizer), `net/` (client, transport, sse,
-//! preflight), `exec/` (run, drive, slot, event, aggregator, stop),
-//! `record/` (records, metrics, stats, slo, summary), `output/` (report,
-//! results, files, document, plot, term, logging, redact), `sweep/` and
-//! `sim/` (already folders). No module imports one that imports it (a test
-//! reads the sources and fails on a cycle).
+//! - Primitives, flat: [`error`], [`limits`] (the bound of every value;
+//!   open files; the allocator), [`stop`] (the stop token every blocking
+//!   wait watches), [`redact`] (secrets out of outside text, terminal
+//!   steering escaped), [`term`] (the one printer of stdout and stderr),
+//!   [`logging`], [`config`] (the validated configuration, also the builder
+//!   API) and [`cli`] (the table of flags → [`Config`] / [`sim::SimConfig`];
+//!   `--help` is rendered from it).
+//! - [`input`] — [`input::workload`] (JSONL loading and validation,
+//!   dataset aliases) and [`input::hub`] (downloads).
+//! - [`text`] — [`text::tokenizer`] (resolution, and the worker threads that
+//!   count during a run) and [`text::prompt`] (exact synthetic text: words
+//!   that are one token each).
+//! - [`net`] — [`net::client`] (per-slot ureq agents; one request streamed
+//!   line by line, its end stamped at `[DONE]`, everything a server sends
+//!   capped), [`net::transport`] (the TCP transport under ureq: one `read`
+//!   per chunk, deadlines enforced by a watchdog thread) and [`net::sse`]
+//!   (pure parsing of SSE lines and chunks).
+//! - [`record`] — what a run observed, and the pure math over it:
+//!   [`record::event`] (what slots send), [`record::records`] (the raw rows
+//!   and [`record::records::summarize`], the one function from rows to every
+//!   figure), [`record::summary`] (the result type), [`record::metrics`]
+//!   (percentiles, slopes, decode speed), [`record::stats`] (Student-t over
+//!   trials), [`record::slo`] (the `--slo` grammar, verdicts, goodput).
+//! - [`output`] — what a run leaves: [`output::report`] (tables, figures,
+//!   `trie compare`), [`output::results`] (the run's document, CSV, event
+//!   lines), [`output::sweep`] (the sweep document and its per-point math),
+//!   [`output::files`] (where files go and how they are written),
+//!   [`output::plot`] (SVG charts, the HTML report) and
+//!   [`output::document`] (documents read back for `report`, `compare`,
+//!   `plot`).
+//! - [`exec`] — running: [`exec::run`] ([`exec::run::prepare`] once:
+//!   inputs, outputs, sim, preflight; then [`exec::run::execute`], one load
+//!   point), [`exec::drive`] (sweeps and searches over `execute`),
+//!   [`exec::search`] (the capacity bisection, pure), [`exec::slot`] (a
+//!   worker thread running traces), [`exec::aggregator`] (the one owner of
+//!   metric state) and [`exec::preflight`] (the checks before the clock,
+//!   and cache resets).
+//! - [`sim`] — the simulated engine (`trie sim`).
 //!
 //! # Invariants
 //!
 //! - No async runtime; every thread is joined (slots and feeder in one
-//!   `std::thread::scope`, the aggregator before [`run::run`] returns), with
+//!   `std::thread::scope`, the aggregator before [`exec::run::run`] returns), with
 //!   two exceptions that a stop must not wait for: a tokenizer worker still
 //!   counting 200 ms after the run ends (a million-token reply), the
 //!   workload's reader blocked on a FIFO when Ctrl+C comes, and the
-//!   process's one deadline watchdog ([`transport`]), which lives as long
+//!   process's one deadline watchdog ([`net::transport`]), which lives as long
 //!   as the process.
-//! - Only the aggregator mutates metrics; slots send plain [`event::Event`]s.
+//! - Only the aggregator mutates metrics; slots send plain [`record::event::Event`]s.
 //!   There is no lock on the token path, and no pool shared between slots.
 //! - The timed path holds only I/O: the timestamp of a line is taken as soon as
 //!   it is read, before parsing; no tokenizer call happens between a request's
@@ -148,40 +136,22 @@
 //! - Memory is bounded by the slots, not the run's length, except the
 //!   per-trace and per-request records the results keep.
 
-pub mod aggregator;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod document;
-pub mod drive;
 pub mod error;
-pub mod event;
-pub mod files;
-pub mod hub;
+pub mod exec;
+pub mod input;
 pub mod limits;
 pub mod logging;
-pub mod metrics;
-pub mod plot;
-pub mod preflight;
-pub mod prompt;
-pub mod records;
+pub mod net;
+pub mod output;
+pub mod record;
 pub mod redact;
-pub mod report;
-pub mod results;
-pub mod run;
 pub mod sim;
-pub mod slo;
-pub mod slot;
-pub mod sse;
-pub mod stats;
 pub mod stop;
-pub mod summary;
-pub mod sweep;
 pub mod term;
-pub mod tokenizer;
-pub mod transport;
-pub mod workload;
+pub mod text;
 
 pub use config::{Arrival, Config, Endpoint, LoadModel};
 pub use error::{Error, Result};
-pub use summary::Summary;
+pub use record::summary::Summary;

@@ -67,9 +67,9 @@ fn print_or_fail(r: trie::Result<String>) -> i32 {
 fn execute(cmd: Command, progress: bool) -> i32 {
     match cmd {
         Command::Print(text) => print(&text),
-        Command::Report(path) => print_or_fail(trie::document::report_file(&path)),
-        Command::Compare(paths) => print_or_fail(trie::document::compare_files(&paths)),
-        Command::Plot(path, dir) => print_or_fail(trie::document::plot_file(&path, &dir)),
+        Command::Report(path) => print_or_fail(trie::output::document::report_file(&path)),
+        Command::Compare(paths) => print_or_fail(trie::output::document::compare_files(&paths)),
+        Command::Plot(path, dir) => print_or_fail(trie::output::document::plot_file(&path, &dir)),
         Command::Sim(config) => {
             let stop = interrupts();
             match trie::sim::Sim::start(*config) {
@@ -85,15 +85,15 @@ fn execute(cmd: Command, progress: bool) -> i32 {
             }
         }
         Command::Run(config) if config.is_sweep() => {
-            let hooks = trie::run::Hooks {
+            let hooks = trie::exec::run::Hooks {
                 interrupt: interrupts(),
                 progress,
                 on_trace: None,
             };
-            match trie::drive::run(&config, &hooks) {
+            match trie::exec::drive::run(&config, &hooks) {
                 Ok(out) => {
-                    let tables = trie::sweep::tables(&out.doc);
-                    let printed = if trie::files::any_is_stdout(&config.files) {
+                    let tables = trie::output::sweep::tables(&out.doc);
+                    let printed = if trie::output::files::any_is_stdout(&config.files) {
                         term::line(tables.trim_end());
                         0
                     } else {
@@ -120,15 +120,15 @@ fn execute(cmd: Command, progress: bool) -> i32 {
             }
         }
         Command::Run(config) => {
-            let hooks = trie::run::Hooks {
+            let hooks = trie::exec::run::Hooks {
                 interrupt: interrupts(),
                 progress,
                 on_trace: None,
             };
-            match trie::run::run(&config, &hooks) {
+            match trie::exec::run::run(&config, &hooks) {
                 Ok(summary) => {
-                    let tables = format!("{}\n", trie::report::tables(&summary));
-                    let printed = if trie::files::any_is_stdout(&config.files) {
+                    let tables = format!("{}\n", trie::output::report::tables(&summary));
+                    let printed = if trie::output::files::any_is_stdout(&config.files) {
                         term::line(tables.trim_end());
                         0
                     } else {

@@ -109,7 +109,7 @@ pub fn workload(name: &str, rows: &[serde_json::Value]) -> std::path::PathBuf {
 
 /// `p`-th percentile (0-100) of sorted values.
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
-    trie::metrics::percentile(sorted, p)
+    trie::record::metrics::percentile(sorted, p)
 }
 
 /// The machine, for the record.
@@ -128,7 +128,7 @@ pub fn machine() -> String {
         .unwrap_or(0);
     format!(
         "{cores} cores, {cpu}; {}",
-        trie::results::rfc3339(std::time::SystemTime::now())
+        trie::output::results::rfc3339(std::time::SystemTime::now())
     )
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::prompt::mix;
+use crate::text::prompt::mix;
 
 /// The hash chain of every *full* block of `ids`.
 pub fn block_hashes(ids: &[u32], block_size: usize) -> Vec<u64> {

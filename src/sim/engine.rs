@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::http::{self, Request};
 use super::{Fault, Shared, block_hashes};
-use crate::prompt::{Rng, mix};
+use crate::text::prompt::{Rng, mix};
 
 /// Token id standing for BOS in the cache's hash chain.
 const BOS_ID: u32 = u32::MAX;

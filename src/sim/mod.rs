@@ -37,8 +37,8 @@ use parking_lot::Mutex;
 pub use cache::{PrefixCache, block_hashes};
 
 use crate::error::{Error, Result};
-use crate::prompt::Synth;
-use crate::tokenizer::{Tokenizer, Workers};
+use crate::text::prompt::Synth;
+use crate::text::tokenizer::{Tokenizer, Workers};
 
 /// The model name the sim serves by default; trie uses the bundled tokenizer
 /// for it when no `--tokenizer` is given.
@@ -101,7 +101,8 @@ pub enum Fault {
 impl Faults {
     /// The fault of request number `index` under `seed`.
     pub fn pick(&self, seed: u64, index: u64) -> Fault {
-        let u = crate::prompt::Rng::new(crate::prompt::mix(seed ^ 0xfa17) ^ index).unit();
+        let u =
+            crate::text::prompt::Rng::new(crate::text::prompt::mix(seed ^ 0xfa17) ^ index).unit();
         let mut edge = 0.0;
         for (rate, fault) in [
             (self.status_rate, Fault::Status(self.status)),

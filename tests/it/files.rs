@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use trie::Config;
-use trie::run::{Hooks, run};
+use trie::exec::run::{Hooks, run};
 
 use crate::util::{SimChild, fast, fast_sim, row, signal, temp_file, trie_bin, trie_run, wait_for};
 
@@ -186,7 +186,7 @@ fn the_results_files_are_complete_and_match_the_schema() {
     assert!(undocumented.is_empty(), "README lacks {undocumented:?}");
 
     // The document holds what the run returned.
-    let back: trie::results::Results = serde_json::from_value(doc.clone()).unwrap();
+    let back: trie::output::results::Results = serde_json::from_value(doc.clone()).unwrap();
     assert!(
         back.summary == s,
         "the summary survives the round trip exactly"
@@ -195,7 +195,7 @@ fn the_results_files_are_complete_and_match_the_schema() {
     let records = back.records.clone().expect("records are written");
     assert_eq!(records.requests.len() as u64, s.http_requests);
     assert_eq!(records.traces.len() as u64, s.started_traces);
-    let again = trie::records::summarize(&back.summary, &records, back.summary.wall_time_s);
+    let again = trie::record::records::summarize(&back.summary, &records, back.summary.wall_time_s);
     assert!(again == s, "summarize(records) reproduces the run");
     assert!(back.clone().summarize() == s);
     // Figures come from the records, not the stored summary: a record
@@ -209,7 +209,7 @@ fn the_results_files_are_complete_and_match_the_schema() {
     assert_eq!(back.config.concurrency, Some(3));
     assert_eq!(back.config.workload_fnv1a.len(), 16);
     assert_eq!(back.deadline.cancelled_traces, s.cancelled_traces);
-    for (k, v) in trie::report::complete_pairs(&s) {
+    for (k, v) in trie::output::report::complete_pairs(&s) {
         match back.figures[&k] {
             Some(x) => assert!(
                 (x - v.parse::<f64>().unwrap()).abs() < 0.01,
@@ -223,7 +223,7 @@ fn the_results_files_are_complete_and_match_the_schema() {
     // CSV: a header and one row per completed trace, in trace order.
     let text = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], trie::results::CSV_HEADER);
+    assert_eq!(lines[0], trie::output::results::CSV_HEADER);
     assert_eq!(lines.len() - 1, s.traces.len());
     for (line, t) in lines[1..].iter().zip(&s.traces) {
         assert!(line.starts_with(&format!("{},{},{},", t.trace_id, t.template, t.slot)));
@@ -351,8 +351,8 @@ fn report_prints_the_tables_of_the_run_and_compare_shows_changes() {
         outs[1].to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let a = trie::results::Results::read(&outs[0]).unwrap();
-    let b = trie::results::Results::read(&outs[1]).unwrap();
+    let a = trie::output::results::Results::read(&outs[0]).unwrap();
+    let b = trie::output::results::Results::read(&outs[1]).unwrap();
     let (x, y) = (
         a.figures["trace_per_s"].unwrap(),
         b.figures["trace_per_s"].unwrap(),
@@ -423,7 +423,7 @@ fn every_sim_fault_is_counted_and_the_files_are_written() {
         "-q",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let r = trie::results::Results::read(&out).unwrap();
+    let r = trie::output::results::Results::read(&out).unwrap();
     let s = &r.summary;
     assert!(s.completed_requests > 0);
     // The sim's reset fault closes the connection mid-stream (FIN, not RST):
@@ -485,7 +485,7 @@ fn a_server_killed_mid_run_leaves_a_finished_run_and_its_files() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let s = trie::results::Results::read(&out).unwrap().summary;
+    let s = trie::output::results::Results::read(&out).unwrap().summary;
     assert!(s.completed_requests > 0, "traces finished before the kill");
     assert!(s.failed_requests > 0, "traces failed after it");
     let kinds: Vec<&String> = s.failures.keys().collect();
@@ -543,7 +543,7 @@ fn ctrl_c_and_sigterm_keep_everything_measured() {
         assert_eq!(output.status.code(), Some(130), "{sig}");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("Per-trace metrics"), "{stdout}");
-        let r = trie::results::Results::read(&out).unwrap();
+        let r = trie::output::results::Results::read(&out).unwrap();
         assert!(r.deadline.interrupted && r.summary.interrupted);
         assert!(r.deadline.stopped_at_s < 30.0);
         assert!(r.summary.completed_requests > 0);
@@ -874,7 +874,9 @@ fn special_files_symlinks_and_descriptors_are_written_in_place() {
             .file_type()
             .is_symlink()
     );
-    let s = trie::results::Results::read(&target).unwrap().summary;
+    let s = trie::output::results::Results::read(&target)
+        .unwrap()
+        .summary;
     assert!(s.completed_requests > 0);
     // The FIFO stayed a FIFO, and its reader got one row per completed trace.
     assert!(std::fs::metadata(&pipe_path).unwrap().file_type().is_fifo());
@@ -884,7 +886,10 @@ fn special_files_symlinks_and_descriptors_are_written_in_place() {
     );
     // The CSV went to stdout, alone (the tables went to stderr): a CSV
     // reader of stdout sees a header and one row per trace.
-    assert!(stdout.starts_with(trie::results::CSV_HEADER), "{stdout}");
+    assert!(
+        stdout.starts_with(trie::output::results::CSV_HEADER),
+        "{stdout}"
+    );
     assert!(
         stdout.lines().skip(1).all(|l| l.starts_with("trace-")),
         "{stdout}"
@@ -932,7 +937,7 @@ fn a_closed_or_full_stdout_exits_1_and_keeps_the_files() {
     assert!(err.contains("cannot write to standard output"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(
-        trie::results::Results::read(&out)
+        trie::output::results::Results::read(&out)
             .unwrap()
             .summary
             .completed_requests
@@ -964,7 +969,7 @@ fn a_closed_or_full_stdout_exits_1_and_keeps_the_files() {
 }
 
 fn results_ok(p: &Path) -> bool {
-    trie::results::Results::read(p).is_ok()
+    trie::output::results::Results::read(p).is_ok()
 }
 
 #[test]

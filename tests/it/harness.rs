@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use trie::cli::{self, Command};
-use trie::prompt::{Synth, segment_key};
-use trie::run::{Hooks, run};
+use trie::exec::run::{Hooks, run};
 use trie::sim::{Fault, Faults, Recorded, SimConfig};
-use trie::tokenizer::Tokenizer;
+use trie::text::prompt::{Synth, segment_key};
+use trie::text::tokenizer::Tokenizer;
 use trie::{Config, Error};
 
 use crate::util::{fast, fast_sim, row, temp_file};
@@ -23,7 +23,7 @@ fn config(workload: &std::path::Path, url: &str) -> Config {
 /// Requests the sim recorded, without the preflight probe.
 fn drain(rx: &crossbeam_channel::Receiver<Recorded>) -> Vec<Recorded> {
     rx.try_iter()
-        .filter(|r| r.routing_key.as_deref() != Some(trie::preflight::PROBE_ROUTING_KEY))
+        .filter(|r| r.routing_key.as_deref() != Some(trie::exec::preflight::PROBE_ROUTING_KEY))
         .collect()
 }
 
@@ -79,7 +79,7 @@ fn every_request_carries_exactly_the_expected_prompt_tokens() {
     assert_eq!(summary.prompt_token_mismatches, 0);
     assert!(summary.http_requests > 0);
     // Independently: per trace, the server's prompt count follows the template.
-    let traces = trie::workload::load(&path, &trie::stop::Stop::new())
+    let traces = trie::input::workload::load(&path, &trie::stop::Stop::new())
         .unwrap()
         .traces;
     let mut by_trace: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();

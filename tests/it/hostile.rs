@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use trie::Config;
-use trie::run::{Hooks, run};
+use trie::exec::run::{Hooks, run};
 
 use crate::scripted::{
     After, begin_sse, chunk, completion_events, end_chunks, models, normal, respond, scripted,
@@ -631,7 +631,7 @@ fn a_reply_counted_after_the_deadline_does_not_stretch_the_measured_window() {
             .get_or_insert_with(Instant::now)
             .to_owned();
         let n = req.max_tokens();
-        let synth = trie::prompt::Synth::new(crate::scripted::tokenizer()).unwrap();
+        let synth = trie::text::prompt::Synth::new(crate::scripted::tokenizer()).unwrap();
         let text = synth.text(5, n as usize);
         std::thread::sleep(Duration::from_millis(1700).saturating_sub(t0.elapsed()));
         begin_sse(c);
@@ -696,6 +696,6 @@ fn a_panicking_slot_fails_its_trace_and_the_run_keeps_its_files() {
         f.examples
     );
     assert!(s.completed_requests > 2, "the run went on: {s:?}");
-    let doc = trie::results::Results::read(&out).unwrap();
+    let doc = trie::output::results::Results::read(&out).unwrap();
     assert_eq!(doc.summary.failures["internal"].traces, 1);
 }

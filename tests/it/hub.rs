@@ -66,32 +66,32 @@ fn aliases_and_tokenizers_download_once_into_their_caches() {
         std::env::set_var("TRIE_DATASET_CACHE", cache.join("datasets"));
         std::env::set_var("HF_HUB_CACHE", cache.join("hub"));
     }
-    let path = trie::workload::resolve("qa", &Stop::new()).unwrap();
+    let path = trie::input::workload::resolve("qa", &Stop::new()).unwrap();
     assert_eq!(path, cache.join("datasets/code_qa_8k.jsonl"));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), wl);
     assert_eq!(
-        trie::workload::resolve("qa", &Stop::new()).unwrap(),
+        trie::input::workload::resolve("qa", &Stop::new()).unwrap(),
         path,
         "second use reads the cache"
     );
     assert_eq!(
-        trie::workload::resolve("my.jsonl", &Stop::new()).unwrap(),
+        trie::input::workload::resolve("my.jsonl", &Stop::new()).unwrap(),
         std::path::PathBuf::from("my.jsonl")
     );
 
-    let tok = trie::tokenizer::resolve("acme/tiny", &Stop::new()).unwrap();
+    let tok = trie::text::tokenizer::resolve("acme/tiny", &Stop::new()).unwrap();
     assert_eq!(
         tok,
         cache.join("hub/models--acme--tiny/snapshots/abc1234/tokenizer.json")
     );
     assert_eq!(std::fs::read(&tok).unwrap(), tokenizer);
     assert_eq!(
-        trie::tokenizer::resolve("acme/tiny", &Stop::new()).unwrap(),
+        trie::text::tokenizer::resolve("acme/tiny", &Stop::new()).unwrap(),
         tok,
         "found in the Hub cache"
     );
 
-    let e = trie::tokenizer::resolve("acme/missing", &Stop::new()).unwrap_err();
+    let e = trie::text::tokenizer::resolve("acme/missing", &Stop::new()).unwrap_err();
     assert!(
         e.to_string().contains("HTTP 404") && e.exit_code() == 2,
         "{e}"
@@ -102,7 +102,7 @@ fn aliases_and_tokenizers_download_once_into_their_caches() {
             .exists(),
         "no partial file"
     );
-    let e = trie::workload::resolve("office", &Stop::new()).unwrap_err();
+    let e = trie::input::workload::resolve("office", &Stop::new()).unwrap_err();
     assert!(e.to_string().contains("download failed"), "{e}");
     assert!(
         std::fs::read_dir(cache.join("datasets")).unwrap().count() == 1,
@@ -122,7 +122,7 @@ fn aliases_and_tokenizers_download_once_into_their_caches() {
     );
     // SAFETY: as above.
     unsafe { std::env::set_var("HF_ENDPOINT", &url) };
-    let tok = trie::tokenizer::resolve("acme/evil", &Stop::new()).unwrap();
+    let tok = trie::text::tokenizer::resolve("acme/evil", &Stop::new()).unwrap();
     assert_eq!(
         tok,
         cache.join("hub/models--acme--evil/snapshots/main/tokenizer.json")
@@ -138,20 +138,20 @@ fn tokenizer_paths_and_directories() {
     );
     let d = dir.parent().unwrap();
     assert_eq!(
-        trie::tokenizer::resolve(d.to_str().unwrap(), &Stop::new()).unwrap(),
+        trie::text::tokenizer::resolve(d.to_str().unwrap(), &Stop::new()).unwrap(),
         dir
     );
     let empty = temp_file("other.txt", "").parent().unwrap().to_path_buf();
-    let e = trie::tokenizer::resolve(empty.to_str().unwrap(), &Stop::new()).unwrap_err();
+    let e = trie::text::tokenizer::resolve(empty.to_str().unwrap(), &Stop::new()).unwrap_err();
     assert!(e.to_string().contains("has no tokenizer.json"), "{e}");
-    let e = trie::tokenizer::resolve("not-a-hub-id", &Stop::new()).unwrap_err();
+    let e = trie::text::tokenizer::resolve("not-a-hub-id", &Stop::new()).unwrap_err();
     assert!(
         e.to_string()
             .contains("not a file, not a directory, and not a Hub id"),
         "{e}"
     );
     let bad = temp_file("tokenizer.json", "{\"not\": \"a tokenizer\"}");
-    let Err(e) = trie::tokenizer::Tokenizer::from_file(&bad) else {
+    let Err(e) = trie::text::tokenizer::Tokenizer::from_file(&bad) else {
         panic!("loaded a bad tokenizer")
     };
     assert!(

@@ -449,7 +449,7 @@ fn malformed_inputs_exit_2_and_send_nothing() {
             .file_type()
             .is_symlink()
     );
-    assert!(trie::tokenizer::Tokenizer::from_file(std::path::Path::new(&tok_copy)).is_ok());
+    assert!(trie::text::tokenizer::Tokenizer::from_file(std::path::Path::new(&tok_copy)).is_ok());
     // The sim's flags are bounded too.
     let (code, _, err) = trie_run(&["sim", "--fault-stall-secs", "1e19"]);
     assert_eq!(code, 2, "{err}");

@@ -89,7 +89,7 @@ impl Drop for Server {
 /// Multi-turn traces small enough for a CPU engine: prompts of 300-2,000
 /// tokens, 2-5 turns of 10-30 answer and 50-400 tool tokens.
 fn workload() -> PathBuf {
-    let mut rng = trie::prompt::Rng::new(5);
+    let mut rng = trie::text::prompt::Rng::new(5);
     let mut between = |lo: u64, hi: u64| lo + rng.below((hi - lo + 1) as usize) as u64;
     let rows: Vec<String> = (0..8)
         .map(|_| {
@@ -257,7 +257,7 @@ fn llama_server_with_the_deepseek_v4_tokenizer_gets_exact_prompts() {
         .output(&out)
         .run()
         .unwrap();
-    let doc = trie::results::Results::read(&out).unwrap();
+    let doc = trie::output::results::Results::read(&out).unwrap();
     assert!(
         doc.config.added_tokens_as_text,
         "the preflight saw how llama.cpp reads them"

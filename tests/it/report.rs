@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use trie::metrics::{Rates, Stats};
-use trie::report::{FigureMap, MAX_WIDTH, compare, tables};
-use trie::summary::{ArrivalStats, FailureCount, PerRequest, PerTrace, Summary};
+use trie::output::report::{FigureMap, MAX_WIDTH, compare, tables};
+use trie::record::metrics::{Rates, Stats};
+use trie::record::summary::{ArrivalStats, FailureCount, PerRequest, PerTrace, Summary};
 
 fn golden(name: &str, actual: &str) {
     let path = format!("tests/it/golden/{name}");
@@ -149,8 +149,8 @@ fn trie_compare_side_by_side() {
 
 #[test]
 fn compare_marks_differences_within_the_trials_noise() {
-    use trie::report::IntervalMap;
-    use trie::stats::Interval;
+    use trie::output::report::IntervalMap;
+    use trie::record::stats::Interval;
     let means = |tput: f64, ttft: f64| -> FigureMap {
         [("trace_per_s", Some(tput)), ("ttft_s_p50", Some(ttft))]
             .into_iter()
@@ -182,7 +182,7 @@ fn compare_marks_differences_within_the_trials_noise() {
 #[test]
 fn counts_among_requests_are_absent_when_no_request_completed() {
     let value = |s: &Summary, name: &str| {
-        trie::report::figures(s)
+        trie::output::report::figures(s)
             .into_iter()
             .find(|f| f.name == name)
             .unwrap()
@@ -221,8 +221,9 @@ fn the_readme_usage_block_is_the_help_text() {
 
 #[test]
 fn no_module_imports_a_module_that_imports_it() {
-    // Module graph from `crate::NAME` references outside tests; a module is
-    // a top-level file or folder of src/.
+    // Module graphs from `crate::` paths outside tests, at two levels: the
+    // top-level modules (the folders and the flat primitives), and every
+    // file (`exec::run`, `config`). Neither may have a cycle.
     use std::collections::{BTreeMap, BTreeSet};
     fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
@@ -234,30 +235,57 @@ fn no_module_imports_a_module_that_imports_it() {
             }
         }
     }
+    let folders: BTreeSet<String> = std::fs::read_dir("src")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    // `a::b::c` → the file it names: `a::b` inside a folder `a`, else `a`.
+    let node = |path: &[&str]| -> String {
+        match path {
+            [a, b, ..] if folders.contains(*a) && *a != "sim" => format!("{a}::{b}"),
+            [a, ..] => a.to_string(),
+            [] => String::new(),
+        }
+    };
+    let top = |n: &str| n.split("::").next().unwrap().to_string();
     let mut all = Vec::new();
     files(std::path::Path::new("src"), &mut all);
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut by_file: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in &all {
-        let rel = f.strip_prefix("src").unwrap();
-        let first = rel.iter().next().unwrap().to_string_lossy().to_string();
-        let module = first.trim_end_matches(".rs").to_string();
-        if module == "lib" || module == "main" {
+        let rel: Vec<String> = f
+            .strip_prefix("src")
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
+            .filter(|c| c != "mod")
+            .collect();
+        let rel: Vec<&str> = rel.iter().map(String::as_str).collect();
+        let me = node(&rel);
+        if me == "lib" || me == "main" {
             continue;
         }
         let text = std::fs::read_to_string(f).unwrap();
         let code = text.split("#[cfg(test)]").next().unwrap();
-        let deps = graph.entry(module.clone()).or_default();
+        let deps = by_file.entry(me.clone()).or_default();
         for (i, _) in code.match_indices("crate::") {
-            let name: String = code[i + 7..]
+            let path: String = code[i + 7..]
                 .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || *c == ':')
                 .collect();
-            if !name.is_empty() && name != module {
-                deps.insert(name);
+            let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+            let dep = node(&parts);
+            if !dep.is_empty() && dep != me {
+                deps.insert(dep);
             }
         }
     }
-    // Depth-first search for a back edge.
+    let mut by_top: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, deps) in &by_file {
+        let t = by_top.entry(top(m)).or_default();
+        t.extend(deps.iter().map(|d| top(d)).filter(|d| *d != top(m)));
+    }
     fn visit(
         n: &str,
         g: &BTreeMap<String, BTreeSet<String>>,
@@ -282,11 +310,17 @@ fn no_module_imports_a_module_that_imports_it() {
         done.insert(n.to_string());
         None
     }
-    let mut done = BTreeSet::new();
-    for m in graph.keys() {
-        if let Some(c) = visit(m, &graph, &mut Vec::new(), &mut done) {
-            panic!("import cycle: {}", c.join(" -> "));
+    for g in [&by_file, &by_top] {
+        let mut done = BTreeSet::new();
+        for m in g.keys() {
+            if let Some(c) = visit(m, g, &mut Vec::new(), &mut done) {
+                panic!("import cycle: {}", c.join(" -> "));
+            }
         }
     }
-    assert!(graph.len() > 20, "{graph:?}");
+    assert!(by_file.len() > 30 && by_top.len() > 10, "{by_file:?}");
+    assert!(
+        by_file["exec::drive"].contains("output::sweep"),
+        "{by_file:?}"
+    );
 }

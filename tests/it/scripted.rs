@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use trie::tokenizer::Tokenizer;
+use trie::text::tokenizer::Tokenizer;
 
 /// One request as the scripted server read it.
 pub struct Req {
@@ -37,7 +37,7 @@ impl Req {
 
     /// Whether it is trie's preflight probe.
     pub fn is_probe(&self) -> bool {
-        self.header("x-smg-routing-key") == Some(trie::preflight::PROBE_ROUTING_KEY)
+        self.header("x-smg-routing-key") == Some(trie::exec::preflight::PROBE_ROUTING_KEY)
     }
 
     /// Whether it is a completion request of a trace.

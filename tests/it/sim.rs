@@ -4,9 +4,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use trie::prompt::Synth;
 use trie::sim::{Fault, Faults, SimConfig};
-use trie::tokenizer::Tokenizer;
+use trie::text::prompt::Synth;
+use trie::text::tokenizer::Tokenizer;
 
 use crate::util::{events, fast, fast_sim, get, post};
 

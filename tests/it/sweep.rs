@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use trie::config::{Config, Search};
-use trie::run::Hooks;
+use trie::exec::run::Hooks;
 use trie::sim::SimConfig;
 
 use crate::util::{fast, fast_sim, row, temp_file, trie_run};
@@ -37,7 +37,7 @@ fn a_sweep_of_three_points_by_two_trials_writes_one_document_a_csv_and_plots() {
         .events(&events)
         .plot(&plots);
     assert!(cfg.is_sweep());
-    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    let done = trie::exec::drive::run(&cfg, &Hooks::default()).unwrap();
     assert!(done.file_errors.is_empty(), "{:?}", done.file_errors);
     let doc = &done.doc;
     assert_eq!(doc.runs.len(), 6);
@@ -72,13 +72,13 @@ fn a_sweep_of_three_points_by_two_trials_writes_one_document_a_csv_and_plots() {
     }
 
     // One document holding the six runs, read back to the same points.
-    let back = match trie::document::Document::read(&out).unwrap() {
-        trie::document::Document::Sweep(d) => d,
-        trie::document::Document::Run(_) => panic!("a sweep reads back as a sweep"),
+    let back = match trie::output::document::Document::read(&out).unwrap() {
+        trie::output::document::Document::Sweep(d) => d,
+        trie::output::document::Document::Run(_) => panic!("a sweep reads back as a sweep"),
     };
     assert_eq!(back.runs.len(), 6);
     assert!(back.points == doc.points, "figures again from the records");
-    let report = trie::document::report_file(&out).unwrap();
+    let report = trie::output::document::report_file(&out).unwrap();
     assert!(
         report.contains("Sweep of 3 points x 2 trials (6 runs)"),
         "{report}"
@@ -190,7 +190,7 @@ fn the_capacity_search_finds_the_simulated_boundary() {
         max_concurrency: 64,
         ..Search::default()
     });
-    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    let done = trie::exec::drive::run(&cfg, &Hooks::default()).unwrap();
     let cap = done.doc.capacity.clone().unwrap();
     let probes: Vec<(f64, bool)> = cap
         .probes
@@ -203,7 +203,7 @@ fn the_capacity_search_finds_the_simulated_boundary() {
     assert!((7.0..=9.0).contains(&c), "capacity {c}: {probes:?}");
     assert_eq!(cap.capacity_per_gpu, Some(c / 2.0));
     assert_eq!(cap.lowest_failing, Some(c + 1.0), "{probes:?}");
-    let tables = trie::sweep::tables(&done.doc);
+    let tables = trie::output::sweep::tables(&done.doc);
     assert!(
         tables.contains(&format!(
             "Capacity: {c} agents in flight = {:.2} per GPU",
@@ -245,7 +245,7 @@ fn the_html_report_renders_in_a_real_browser() {
         .slo("latency_s:p90<=5")
         .unwrap()
         .plot(&plots);
-    trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    trie::exec::drive::run(&cfg, &Hooks::default()).unwrap();
     let html = plots.join("report.html");
     let png = plots.join("shot.png");
     let out = std::process::Command::new(browser)
@@ -295,7 +295,7 @@ fn warmups_are_discarded_and_the_cache_is_reset_before_each_run() {
     cfg.sweep.warmup = Some(Duration::from_millis(300));
     cfg.sweep.cooldown = Some(Duration::from_millis(50));
     cfg.sweep.reset_cache = true;
-    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    let done = trie::exec::drive::run(&cfg, &Hooks::default()).unwrap();
     for r in &done.doc.runs {
         assert_eq!(
             r.cache_reset.as_deref(),
@@ -331,7 +331,7 @@ fn a_server_without_a_reset_endpoint_is_warned_about_and_recorded() {
         .concurrencies(&[1, 2])
         .duration(Duration::from_millis(300));
     cfg.sweep.reset_cache = true;
-    let client = trie::client::Http::new(
+    let client = trie::net::client::Http::new(
         &format!("{}/nowhere/v1", sim.url().trim_end_matches("/v1")),
         None,
         true,
@@ -340,7 +340,7 @@ fn a_server_without_a_reset_endpoint_is_warned_about_and_recorded() {
         1 << 20,
     )
     .preflight_client(&trie::stop::Stop::new());
-    let e = trie::preflight::reset_cache(
+    let e = trie::exec::preflight::reset_cache(
         &client,
         &format!("{}/nowhere/v1", sim.url().trim_end_matches("/v1")),
     )
@@ -350,7 +350,7 @@ fn a_server_without_a_reset_endpoint_is_warned_about_and_recorded() {
         e.contains("POST /flush_cache: 404") && e.contains("GET /slots: 404"),
         "{e}"
     );
-    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    let done = trie::exec::drive::run(&cfg, &Hooks::default()).unwrap();
     assert!(done.doc.runs.iter().all(|r| r.cache_reset.is_some()));
 }
 
@@ -417,7 +417,7 @@ fn an_open_loop_search_records_each_probe_as_open_loop() {
         precision_pct: 50.0,
         ..Search::default()
     });
-    let done = trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    let done = trie::exec::drive::run(&cfg, &Hooks::default()).unwrap();
     let cap = done.doc.capacity.unwrap();
     assert_eq!(cap.searched, "arrival_rate");
     assert!(!done.doc.runs.is_empty());
@@ -473,7 +473,7 @@ fn sweep_documents_that_cannot_be_true_are_refused() {
         .concurrencies(&[1, 2])
         .duration(Duration::from_millis(300))
         .output(&out);
-    trie::drive::run(&cfg, &Hooks::default()).unwrap();
+    trie::exec::drive::run(&cfg, &Hooks::default()).unwrap();
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let check = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
@@ -481,8 +481,8 @@ fn sweep_documents_that_cannot_be_true_are_refused() {
         edit(&mut d);
         let p = out.with_file_name("edited.json");
         std::fs::write(&p, d.to_string()).unwrap();
-        let e = trie::document::report_file(&p)
-            .and_then(|_| trie::document::compare_files(&[p.clone(), p.clone()]))
+        let e = trie::output::document::report_file(&p)
+            .and_then(|_| trie::output::document::compare_files(&[p.clone(), p.clone()]))
             .unwrap_err();
         assert!(e.to_string().contains(says), "{says}: {e}");
         assert_eq!(e.exit_code(), 2);
@@ -504,7 +504,7 @@ fn sweep_documents_that_cannot_be_true_are_refused() {
     );
     // The unedited document reads.
     assert!(
-        trie::document::report_file(&out)
+        trie::output::document::report_file(&out)
             .unwrap()
             .contains("Sweep of 2 points")
     );

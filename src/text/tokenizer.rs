@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use crate::error::{Error, Result};
-use crate::hub;
+use crate::input::hub;
 use crate::stop::Stop;
 
 /// A loaded tokenizer; counting never adds special tokens (the server adds BOS).
@@ -51,7 +51,7 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner: without_cache(inner),
             source: source.to_string(),
-            content_hash: crate::workload::fnv1a_hex(bytes),
+            content_hash: crate::input::workload::fnv1a_hex(bytes),
         })
     }
 

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Files;
 use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::results;
+use crate::output::results;
+use crate::record::event::Event;
 use crate::stop::Stop;
 
 /// Device and inode of a file.

@@ -5,12 +5,12 @@
 //! unknown models and failing completions stop the run (exit 1); the rest are
 //! warnings, because a run can still measure something.
 
-use crate::client::{self, Client, Expect, Failure, FailureKind, Reply};
 use crate::error::{Error, Result};
-use crate::prompt::{Synth, segment_key};
-use crate::slot::{Body, SERVER_BOS};
+use crate::exec::slot::{Body, SERVER_BOS};
+use crate::net::client::{self, Client, Expect, Failure, FailureKind, Reply};
 use crate::stop::Stop;
-use crate::tokenizer::Tokenizer;
+use crate::text::prompt::{Synth, segment_key};
+use crate::text::tokenizer::Tokenizer;
 
 /// Synthetic prompt tokens of the probe (plus the server's BOS).
 pub const PROBE_PROMPT_TOKENS: u64 = 16;
@@ -148,7 +148,7 @@ pub fn choose_model(
             [one] => {
                 log::info!(
                     "{}",
-                    crate::report::event_line(
+                    crate::output::report::event_line(
                         "using served model",
                         &[("model".into(), one.clone())]
                     )
@@ -345,7 +345,7 @@ pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
 /// Returns what worked, or why nothing did.
 pub fn reset_cache(client: &Client, endpoint: &str) -> std::result::Result<String, String> {
     let root = endpoint.trim_end_matches('/').trim_end_matches("/v1");
-    let ok = |r: &std::result::Result<(u16, String), crate::client::Failure>| {
+    let ok = |r: &std::result::Result<(u16, String), crate::net::client::Failure>| {
         matches!(r, Ok((200..=299, _)))
     };
     let mut tried = Vec::new();
@@ -395,7 +395,7 @@ pub fn reset_cache(client: &Client, endpoint: &str) -> std::result::Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::Usage;
+    use crate::net::sse::Usage;
 
     #[test]
     fn findings_name_each_shortcoming() {

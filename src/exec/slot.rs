@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::client::{Client, Expect, Failure, FailureKind, Http, Reply};
 use crate::error::panic_message;
-use crate::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
-use crate::metrics;
-use crate::prompt::{Synth, segment_key};
+use crate::input::workload::{Trace, Workload};
+use crate::net::client::{Client, Expect, Failure, FailureKind, Http, Reply};
+use crate::record::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
+use crate::record::metrics;
 use crate::stop::Stop;
-use crate::tokenizer::{Counter, Workers};
-use crate::workload::{Trace, Workload};
+use crate::text::prompt::{Synth, segment_key};
+use crate::text::tokenizer::{Counter, Workers};
 
 /// BOS tokens a server adds to every prompt (vLLM, SGLang, TensorRT-LLM, llama.cpp).
 pub const SERVER_BOS: u64 = 1;
@@ -154,14 +154,14 @@ impl Body {
 
     /// Keep an FNV-1a hash of the body (for the event log).
     pub fn hashed(mut self) -> Body {
-        self.prefix_hash = Some(crate::workload::fnv1a(&self.buf));
+        self.prefix_hash = Some(crate::input::workload::fnv1a(&self.buf));
         self
     }
 
     fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         if let Some(h) = self.prefix_hash.as_mut() {
-            *h = crate::workload::fnv1a_extend(*h, bytes);
+            *h = crate::input::workload::fnv1a_extend(*h, bytes);
         }
     }
 
@@ -184,7 +184,7 @@ impl Body {
         self.buf.extend_from_slice(tail.as_bytes());
         self.full_hash = self
             .prefix_hash
-            .map(|h| crate::workload::fnv1a_extend(h, tail.as_bytes()));
+            .map(|h| crate::input::workload::fnv1a_extend(h, tail.as_bytes()));
         len
     }
 
@@ -435,7 +435,7 @@ fn chunk_texts(reply: &Reply) -> Option<Vec<String>> {
         .unwrap_or(reply.chunks.len() as u64);
     (completion != reply.chunks.len() as u64).then(|| {
         (0..reply.chunks.len())
-            .map(|i| crate::sse::chunk_text(&reply.text, &reply.chunks, i).to_string())
+            .map(|i| crate::net::sse::chunk_text(&reply.text, &reply.chunks, i).to_string())
             .collect()
     })
 }
@@ -519,7 +519,7 @@ fn send_with_retries(
         if !retried {
             return Err(failure);
         }
-        if !ctx.stop.sleep(crate::client::backoff(attempt)) {
+        if !ctx.stop.sleep(crate::net::client::backoff(attempt)) {
             report(&cancelled(), Instant::now(), attempt + 1, Next::GiveUp);
             return Err(cancelled());
         }

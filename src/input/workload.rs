@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::hub;
+use crate::input::hub;
 use crate::limits::{self, MAX_CONTEXT_TOKENS};
 use crate::stop::Stop;
 

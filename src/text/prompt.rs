@@ -11,7 +11,7 @@
 //! is a random index plus a memcpy per token (no tokenizer call).
 
 use crate::error::{Error, Result};
-use crate::tokenizer::Tokenizer;
+use crate::text::tokenizer::Tokenizer;
 
 /// SplitMix64: tiny, fast, and good enough to pick words.
 #[derive(Clone, Debug)]

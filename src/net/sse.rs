@@ -312,7 +312,7 @@ pub fn chunk_text<'a>(text: &'a str, chunks: &[ChunkMark], i: usize) -> &'a str 
 mod tests {
     use super::*;
 
-    const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/llama-server-stream.sse");
+    const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/llama-server-stream.sse");
 
     fn feed_all(body: &[u8]) -> (Stream, Result<(), StreamError>) {
         let mut s = Stream::default();

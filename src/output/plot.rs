@@ -13,8 +13,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::results::Results;
-use crate::sweep::SweepResults;
+use crate::output::results::Results;
+use crate::output::sweep::SweepResults;
 
 /// One line (or scatter) of a chart.
 #[derive(Clone, Debug, PartialEq)]
@@ -275,7 +275,7 @@ fn thresholds(doc: &SweepResults, metric: &str, per_request: bool) -> Vec<Thresh
     doc.plan
         .slo
         .iter()
-        .filter_map(|text| crate::slo::parse(text).ok()?.into_iter().next())
+        .filter_map(|text| crate::record::slo::parse(text).ok()?.into_iter().next())
         .filter(|s| s.metric == metric && s.per_request == per_request)
         .map(|s| Threshold {
             y: s.value,
@@ -344,7 +344,7 @@ pub fn sweep_charts(doc: &SweepResults) -> Vec<Chart> {
     // Pareto: what each agent sees against what each GPU delivers.
     let per_gpu = 1.0 / gpus.unwrap_or(1) as f64;
     // In load order: the path the engine takes as load grows.
-    let mut by_load: Vec<&crate::sweep::PointSummary> = doc.points.iter().collect();
+    let mut by_load: Vec<&crate::output::sweep::PointSummary> = doc.points.iter().collect();
     by_load.sort_by(|a, b| a.load.value().total_cmp(&b.load.value()));
     let (pareto, pareto_labels): (Vec<(f64, f64)>, Vec<String>) = by_load
         .iter()
@@ -423,7 +423,7 @@ fn thin(v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
 /// The charts of one run: its token curve and TTFT over time.
 pub fn run_charts(r: &Results) -> Vec<Chart> {
     let c = &r.summary.curve;
-    let curve = |name: &str, f: &dyn Fn(&crate::metrics::CurvePoint) -> u64| Series {
+    let curve = |name: &str, f: &dyn Fn(&crate::record::metrics::CurvePoint) -> u64| Series {
         name: name.into(),
         points: thin(c.iter().map(|p| (p.t_s, f(p) as f64)).collect()),
         scatter: false,
@@ -467,7 +467,7 @@ pub fn run_charts(r: &Results) -> Vec<Chart> {
 
 const CSS: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.pass{color:#070;font-weight:bold}.fail{color:#b00;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{border:1px solid #ddd}.note{color:#555;font-size:13px}";
 
-fn cell(x: Option<crate::stats::Interval>, d: usize) -> String {
+fn cell(x: Option<crate::record::stats::Interval>, d: usize) -> String {
     x.map(|i| escape(&i.show(d))).unwrap_or_else(|| "–".into())
 }
 
@@ -555,7 +555,7 @@ pub fn run_html(r: &Results) -> String {
         w = escape(&s.workload),
         at = escape(&r.started_at),
         v = escape(&r.trie_version),
-        t = escape(&crate::report::tables(s)),
+        t = escape(&crate::output::report::tables(s)),
     );
     for c in run_charts(r) {
         h.push_str(&svg(&c));
@@ -573,7 +573,7 @@ fn write_all(dir: &Path, files: Vec<(String, String)>) -> Vec<String> {
         .into_iter()
         .filter_map(|(name, text)| {
             let p = dir.join(&name);
-            crate::files::write_atomic(&p, text.as_bytes())
+            crate::output::files::write_atomic(&p, text.as_bytes())
                 .err()
                 .map(|e| format!("charts: cannot write {} ({e})", p.display()))
         })

@@ -7,11 +7,11 @@ use std::time::SystemTime;
 
 use crate::config::{Config, LoadModel};
 use crate::error::Result;
-use crate::results::{SCHEMA_VERSION, host_name, rfc3339};
-use crate::run::{Hooks, Prepared, RunId, execute, prepare};
-use crate::slo;
-use crate::sweep::search::Bisection;
-use crate::sweep::{Capacity, Load, PASS_RULE, Plan, Probe, SweepResults, SweepRun};
+use crate::exec::run::{Hooks, Prepared, RunId, execute, prepare};
+use crate::exec::search::Bisection;
+use crate::output::results::{SCHEMA_VERSION, host_name, rfc3339};
+use crate::output::sweep::{Capacity, Load, PASS_RULE, Plan, Probe, SweepResults, SweepRun};
+use crate::record::slo;
 
 /// A finished (or interrupted) sweep and the files it could not write.
 pub struct Outcome {
@@ -232,7 +232,7 @@ struct Sweeper<'a> {
     cfg: &'a Config,
     hooks: &'a Hooks,
     prepared: &'a mut Prepared,
-    reset_client: Option<crate::client::Client>,
+    reset_client: Option<crate::net::client::Client>,
     started: std::time::Instant,
     runs_done: usize,
 }
@@ -293,7 +293,7 @@ impl Sweeper<'_> {
             }
         }
         let (cache_reset, cache_reset_error) = if let Some(client) = &self.reset_client {
-            match crate::preflight::reset_cache(client, self.prepared.endpoint()) {
+            match crate::exec::preflight::reset_cache(client, self.prepared.endpoint()) {
                 Ok(how) => {
                     log::info!("prefix cache reset: {how}");
                     (Some(how), None)
@@ -327,7 +327,7 @@ impl Sweeper<'_> {
         });
         log::info!(
             "{}",
-            crate::report::event_line(
+            crate::output::report::event_line(
                 "point complete",
                 &point_pairs(point, trial, &load, &results, slo.as_ref())
             )
@@ -353,15 +353,15 @@ impl Sweeper<'_> {
         let written = self.prepared.write(
             &|flag| match flag {
                 "--output" => Some(doc.to_json()),
-                "--csv" => Some(crate::sweep::csv(doc)),
-                "--output-metrics" => Some(crate::sweep::output_metrics(doc)),
+                "--csv" => Some(crate::output::sweep::csv(doc)),
+                "--output-metrics" => Some(crate::output::sweep::output_metrics(doc)),
                 _ => None,
             },
             last,
         );
         let mut written = written;
         if let Some(dir) = &self.cfg.sweep.plot {
-            written.extend(crate::plot::write_sweep(dir, doc));
+            written.extend(crate::output::plot::write_sweep(dir, doc));
         }
         // Reported once, at the end; a failing write along the way warns.
         if last {
@@ -380,7 +380,7 @@ fn point_pairs(
     point: usize,
     trial: u32,
     load: &LoadModel,
-    r: &crate::results::Results,
+    r: &crate::output::results::Results,
     slo: Option<&slo::SloReport>,
 ) -> Vec<(String, String)> {
     let l = Load::of(load);

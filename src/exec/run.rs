@@ -12,25 +12,25 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
-use crate::aggregator::Aggregator;
-use crate::client::Http;
 use crate::config::{Arrival, Config, Endpoint, LoadModel};
 use crate::error::panic_message;
 use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::files::{EventLog, Input, Outputs};
+use crate::exec::aggregator::Aggregator;
+use crate::exec::preflight;
+use crate::exec::slot::{Job, SlotContext, TraceHook, run_slot};
+use crate::input::workload;
 use crate::limits;
-use crate::preflight;
-use crate::prompt::{Rng, Synth, mix};
-use crate::report;
-use crate::results::{Results, RunConfig};
+use crate::net::client::Http;
+use crate::output::files::{EventLog, Input, Outputs};
+use crate::output::report;
+use crate::output::results::{Results, RunConfig};
+use crate::record::event::Event;
+use crate::record::summary::Summary;
 use crate::sim::{BUNDLED_TOKENIZER, SIM_MODEL, Sim, SimConfig};
-use crate::slot::{Job, SlotContext, TraceHook, run_slot};
 use crate::stop::Stop;
-use crate::summary::Summary;
 use crate::term;
-use crate::tokenizer::{self, Tokenizer, Workers};
-use crate::workload;
+use crate::text::prompt::{Rng, Synth, mix};
+use crate::text::tokenizer::{self, Tokenizer, Workers};
 
 /// Ways in from outside the run.
 #[derive(Default)]
@@ -72,14 +72,14 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Summary> {
     errors.extend(prepared.write(
         &|flag| match flag {
             "--output" => Some(results.to_json()),
-            "--csv" => Some(crate::results::csv(&results.summary)),
-            "--output-metrics" => Some(crate::results::output_metrics(&results.summary)),
+            "--csv" => Some(crate::output::results::csv(&results.summary)),
+            "--output-metrics" => Some(crate::output::results::output_metrics(&results.summary)),
             _ => None,
         },
         true,
     ));
     if let Some(dir) = &cfg.sweep.plot {
-        errors.extend(crate::plot::write_run(dir, &results));
+        errors.extend(crate::output::plot::write_run(dir, &results));
     }
     prepared.close();
     let mut summary = results.summary;
@@ -217,7 +217,7 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     };
     let mut outputs = Outputs::prepare(&cfg.files, &inputs, stop)?;
     if let Some(dir) = &cfg.sweep.plot {
-        crate::files::plot_dir("--plot", dir)?;
+        crate::output::files::plot_dir("--plot", dir)?;
     }
     let load_flag = match (cfg.sweep.search, cfg.load) {
         (Some(s), _) if s.max_arrival_rate.is_none() => {
@@ -511,7 +511,7 @@ pub fn execute(
     }
     let records = agg.into_records();
     let summary = catch_unwind(AssertUnwindSafe(|| {
-        crate::records::summarize(&summary, &records, stopped_at.as_secs_f64())
+        crate::record::records::summarize(&summary, &records, stopped_at.as_secs_f64())
     }))
     .unwrap_or_else(|panic| {
         // Still a run: its settings, its records and this error go into the files.
@@ -522,7 +522,7 @@ pub fn execute(
         log::error!("{message}");
         let mut s = summary;
         s.failures
-            .entry(crate::client::FailureKind::Internal.name())
+            .entry(crate::net::client::FailureKind::Internal.name())
             .or_default()
             .examples
             .push(message);

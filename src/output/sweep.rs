@@ -3,16 +3,14 @@
 //! holds them all. The document types and their math are pure;
 //! the `drive` module runs them.
 
-pub mod search;
-
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::LoadModel;
-use crate::results::{Results, RunConfig};
-use crate::slo::{Op, Slo, SloReport};
-use crate::stats::Interval;
+use crate::output::results::{Results, RunConfig};
+use crate::record::slo::{Op, Slo, SloReport};
+use crate::record::stats::Interval;
 
 /// One load point: a concurrency or an arrival rate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -171,7 +169,7 @@ pub const PASS_RULE: &str = "a point passes when every condition holds for the o
 /// The results document of a sweep or capacity search.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SweepResults {
-    /// [`crate::results::SCHEMA_VERSION`].
+    /// [`crate::output::results::SCHEMA_VERSION`].
     pub schema_version: u32,
     /// `sweep` or `capacity`.
     pub kind: String,
@@ -213,7 +211,8 @@ pub fn judge_point(slos: &[Slo], reports: &[&SloReport], confidence: f64) -> Vec
             // One-sided: the condition fails on one side only.
             let margin = |iv: &Interval| match (iv.n, iv.sd) {
                 (n, Some(sd)) if n > 1 => {
-                    crate::stats::t_quantile(confidence, (n - 1) as f64) * sd / (n as f64).sqrt()
+                    crate::record::stats::t_quantile(confidence, (n - 1) as f64) * sd
+                        / (n as f64).sqrt()
                 }
                 _ => 0.0,
             };
@@ -304,16 +303,16 @@ impl SweepResults {
 /// The tables of a sweep: one row per point (figures as `mean ± half-width
 /// (cv)` over its trials), the SLO conditions per point, and the capacity.
 pub fn tables(doc: &SweepResults) -> String {
-    use crate::report::{right, table};
+    use crate::output::report::{right, table};
     use prettytable::{Cell, Row};
     let show = |i: Option<Interval>, d: usize| {
         i.map(|i| i.show(d))
-            .unwrap_or_else(|| crate::report::ABSENT.to_string())
+            .unwrap_or_else(|| crate::output::report::ABSENT.to_string())
     };
     let verdict = |p: Option<bool>| match p {
         Some(true) => "pass",
         Some(false) => "FAIL",
-        None => crate::report::ABSENT,
+        None => crate::output::report::ABSENT,
     };
     let mut out = format!(
         "{} of {} points x {} trials ({} runs{}), intervals at {}% confidence\n",
@@ -437,7 +436,7 @@ pub fn tables(doc: &SweepResults) -> String {
 }
 
 /// The columns of the sweep CSV after `point,trial,concurrency,arrival_rate`.
-pub const CSV_FIGURES: &[&str] = crate::report::HEADLINE;
+pub const CSV_FIGURES: &[&str] = crate::output::report::HEADLINE;
 
 /// The sweep CSV: one row per point × trial, the headline figures and the
 /// SLO outcome (empty cells: not measured).
@@ -479,7 +478,10 @@ pub fn output_metrics(doc: &SweepResults) -> String {
     doc.runs
         .iter()
         .map(|r| {
-            crate::results::output_metrics_tagged(&r.results.summary, Some((r.point, r.trial)))
+            crate::output::results::output_metrics_tagged(
+                &r.results.summary,
+                Some((r.point, r.trial)),
+            )
         })
         .collect()
 }
@@ -487,7 +489,7 @@ pub fn output_metrics(doc: &SweepResults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slo::{Verdict, parse};
+    use crate::record::slo::{Verdict, parse};
 
     fn report(values: &[Option<f64>]) -> SloReport {
         SloReport {
@@ -534,7 +536,7 @@ mod tests {
     }
 
     fn run(trial: u32, interrupted: bool, failures: &[(&str, u64)], tput: f64) -> SweepRun {
-        let mut s = crate::summary::Summary {
+        let mut s = crate::record::summary::Summary {
             trace_per_s: tput,
             interrupted,
             ..Default::default()
@@ -542,7 +544,7 @@ mod tests {
         for (k, n) in failures {
             s.failures.insert(
                 k.to_string(),
-                crate::summary::FailureCount {
+                crate::record::summary::FailureCount {
                     traces: *n,
                     ..Default::default()
                 },
@@ -563,7 +565,7 @@ mod tests {
                 RunConfig::default(),
                 1.0,
                 s,
-                crate::records::Records::default(),
+                crate::record::records::Records::default(),
             ),
         }
     }

@@ -1,18 +1,18 @@
 //! The aggregator: the one owner of metric state. It turns slot events into
 //! the run's [`Records`] (one row per trace, request and failed attempt),
 //! keeps the little live state the progress line needs, and at the end hands
-//! the records to [`crate::records::summarize`] for the [`crate::summary::Summary`].
+//! the records to [`crate::record::records::summarize`] for the [`crate::record::summary::Summary`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::FailureKind;
-use crate::event::{Event, Next, RequestRecord};
-use crate::metrics::{self, CurvePoint, Rates};
-use crate::preflight::Warned;
-use crate::records::{AttemptRow, Outcome, Records, RequestRow, Step, TraceRow};
-use crate::workload::Workload;
+use crate::exec::preflight::Warned;
+use crate::input::workload::Workload;
+use crate::net::client::FailureKind;
+use crate::record::event::{Event, Next, RequestRecord};
+use crate::record::metrics::{self, CurvePoint, Rates};
+use crate::record::records::{AttemptRow, Outcome, Records, RequestRow, Step, TraceRow};
 
 /// Metric state of a run.
 pub struct Aggregator {
@@ -105,7 +105,7 @@ impl Aggregator {
             {
                 log::warn!(
                     "{}",
-                    crate::preflight::short_completion(u.completion_tokens, r.max_tokens)
+                    crate::exec::preflight::short_completion(u.completion_tokens, r.max_tokens)
                 );
             }
             if u.prompt_tokens != r.expected_prompt_tokens {
@@ -178,7 +178,7 @@ impl Aggregator {
         )
     }
 
-    /// The run's records, for [`crate::records::summarize`]. Traces still active
+    /// The run's records, for [`crate::record::records::summarize`]. Traces still active
     /// never ended (cannot happen once slots are joined): their rows stay
     /// `cancelled`, without an end.
     pub fn into_records(self) -> Records {
@@ -188,20 +188,20 @@ impl Aggregator {
     /// The curve so far (tests).
     #[cfg(test)]
     fn curve(&self) -> Vec<CurvePoint> {
-        crate::records::curve(&self.steps)
+        crate::record::records::curve(&self.steps)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::TraceEnd;
-    use crate::sse::Usage;
-    use crate::summary::{PerTrace, Summary};
-    use crate::workload::parse;
+    use crate::input::workload::parse;
+    use crate::net::sse::Usage;
+    use crate::record::event::TraceEnd;
+    use crate::record::summary::{PerTrace, Summary};
 
     fn finish(agg: Aggregator, wall_s: f64) -> Summary {
-        crate::records::summarize(&Summary::default(), &agg.into_records(), wall_s)
+        crate::record::records::summarize(&Summary::default(), &agg.into_records(), wall_s)
     }
 
     fn req(

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::report::{self, FigureMap, IntervalMap};
-use crate::results::{Results, parse_document, read_document};
-use crate::sweep::SweepResults;
+use crate::output::report::{self, FigureMap, IntervalMap};
+use crate::output::results::{Results, parse_document, read_document};
+use crate::output::sweep::SweepResults;
 
 /// A results document.
 pub enum Document {
@@ -27,11 +27,11 @@ impl Document {
         {
             let mut doc: SweepResults = parse_document(path, value)?;
             check_sweep(path, &doc)?;
-            let slos: Vec<crate::slo::Slo> = doc
+            let slos: Vec<crate::record::slo::Slo> = doc
                 .plan
                 .slo
                 .iter()
-                .filter_map(|t| crate::slo::parse(t).ok())
+                .filter_map(|t| crate::record::slo::parse(t).ok())
                 .flatten()
                 .collect();
             // The figures and verdicts of every run, again from its records.
@@ -39,7 +39,7 @@ impl Document {
                 let summary = r.results.clone().summarize();
                 r.results.figures = report::figure_map(&summary);
                 if let (false, Some(records)) = (slos.is_empty(), &r.results.records) {
-                    r.slo = Some(crate::slo::judge(
+                    r.slo = Some(crate::record::slo::judge(
                         &slos,
                         &summary.traces,
                         &records.requests,
@@ -98,7 +98,7 @@ fn check_sweep(path: &Path, doc: &SweepResults) -> Result<()> {
 pub fn report_file(path: &Path) -> Result<String> {
     Ok(match Document::read(path)? {
         Document::Run(r) => report::tables(&r.summarize()) + "\n",
-        Document::Sweep(doc) => crate::sweep::tables(&doc),
+        Document::Sweep(doc) => crate::output::sweep::tables(&doc),
     })
 }
 
@@ -142,10 +142,10 @@ pub fn compare_files(paths: &[PathBuf]) -> Result<String> {
 /// returns what was written.
 pub fn plot_file(path: &Path, dir: &Path) -> Result<String> {
     let doc = Document::read(path)?;
-    crate::files::plot_dir("trie plot: the directory", dir)?;
+    crate::output::files::plot_dir("trie plot: the directory", dir)?;
     let errors = match doc {
-        Document::Run(r) => crate::plot::write_run(dir, &r),
-        Document::Sweep(doc) => crate::plot::write_sweep(dir, &doc),
+        Document::Run(r) => crate::output::plot::write_run(dir, &r),
+        Document::Sweep(doc) => crate::output::plot::write_sweep(dir, &doc),
     };
     if errors.is_empty() {
         Ok(format!("wrote {}\n", dir.join("report.html").display()))

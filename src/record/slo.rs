@@ -15,9 +15,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::metrics::percentile;
-use crate::records::RequestRow;
-use crate::summary::TraceRecord;
+use crate::record::metrics::percentile;
+use crate::record::records::RequestRow;
+use crate::record::summary::TraceRecord;
 
 /// Per-trace metrics `--slo` accepts.
 pub const TRACE_METRICS: &[&str] = &[
@@ -295,7 +295,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::Usage;
+    use crate::net::sse::Usage;
 
     fn trace(ttfat: f64, decode: Option<f64>, out: u64) -> TraceRecord {
         TraceRecord {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::client::FailureKind;
-use crate::sse::{ServerTimings, Usage};
+use crate::net::client::FailureKind;
+use crate::net::sse::{ServerTimings, Usage};
 
 /// The id of trace `seq` in logs, files and the routing header.
 pub fn trace_id(seq: u64) -> String {

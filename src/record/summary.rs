@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{CurvePoint, Rates, Stats};
+use crate::record::metrics::{CurvePoint, Rates, Stats};
 
 /// One completed trace.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

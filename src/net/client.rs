@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use ureq::unversioned::transport::{Connector, NextTimeout, RustlsConnector};
 
-use crate::sse::{self, ChunkMark, ServerTimings, Stream, StreamError, Usage};
+use crate::net::sse::{self, ChunkMark, ServerTimings, Stream, StreamError, Usage};
+use crate::net::transport::{DirectConnector, ReadWindow};
 use crate::stop::Stop;
-use crate::transport::{DirectConnector, ReadWindow};
 
 /// Why a request failed; counted by kind in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -392,7 +392,7 @@ impl Client {
         let reply = self.exchange(body, routing_key, expect, sent);
         // The connection's deadline ends with the request (it may idle in
         // the pool longer than the timeout before the next one).
-        crate::transport::request_done();
+        crate::net::transport::request_done();
         reply
     }
 
@@ -788,7 +788,7 @@ mod tests {
         crate::redact::register("sk-straddle-0123456789");
         let pad = "p".repeat(185);
         let line = format!(r#"{{"error":{{"message":"{pad} Bearer sk-straddle-0123456789"}}}}"#);
-        let err = crate::sse::parse_chunk(line.as_bytes()).unwrap_err();
+        let err = crate::net::sse::parse_chunk(line.as_bytes()).unwrap_err();
         let f = Failure::new(FailureKind::Malformed, err);
         assert!(!f.message.contains("sk-str"), "{}", f.message);
         assert!(f.message.contains(crate::redact::REDACTED), "{}", f.message);

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Arrival, Config, Endpoint, LoadModel};
 use crate::error::{Error, Result};
-use crate::event::{Event, Next, trace_id};
-use crate::records::Records;
-use crate::report;
-use crate::summary::Summary;
+use crate::output::report;
+use crate::record::event::{Event, Next, trace_id};
+use crate::record::records::Records;
+use crate::record::summary::Summary;
 
 /// Version of the results document layout; bumped on incompatible changes
 /// (2: absent figures are `null`; 3: per-request stats; 4: raw records).
@@ -51,7 +51,7 @@ pub struct Results {
     /// records, the token curve.
     pub summary: Summary,
     /// The raw rows every figure of `summary` is computed from
-    /// ([`crate::records::summarize`]; absent before schema 4).
+    /// ([`crate::record::records::summarize`]; absent before schema 4).
     #[serde(default)]
     pub records: Option<Records>,
 }
@@ -150,7 +150,7 @@ impl RunConfig {
         model: &str,
         workload_path: &Path,
         workload_fnv1a: &str,
-        tokenizer: &crate::tokenizer::Tokenizer,
+        tokenizer: &crate::text::tokenizer::Tokenizer,
         added_tokens_as_text: bool,
     ) -> RunConfig {
         let mut rc = RunConfig {
@@ -252,11 +252,13 @@ impl Results {
     }
 
     /// The run's figures: computed again from its records
-    /// ([`crate::records::summarize`]) when the document has them (schema 4
+    /// ([`crate::record::records::summarize`]) when the document has them (schema 4
     /// on), else as stored.
     pub fn summarize(self) -> Summary {
         match &self.records {
-            Some(r) => crate::records::summarize(&self.summary, r, self.summary.wall_time_s),
+            Some(r) => {
+                crate::record::records::summarize(&self.summary, r, self.summary.wall_time_s)
+            }
             None => self.summary,
         }
     }
@@ -395,7 +397,7 @@ struct EventLine<'a> {
     failure: Option<String>,
     message: Option<&'a str>,
     body_fnv1a: Option<String>,
-    server_timings: Option<crate::sse::ServerTimings>,
+    server_timings: Option<crate::net::sse::ServerTimings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     point: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -431,7 +433,7 @@ pub fn event_json(ev: &Event, tag: Option<(usize, u32)>) -> Option<String> {
             slot: a.slot,
             turn: a.turn,
             status: match (a.kind, a.next) {
-                (crate::client::FailureKind::Cancelled, _) => "cancelled",
+                (crate::net::client::FailureKind::Cancelled, _) => "cancelled",
                 (_, Next::Reconnect) => "reconnected",
                 (_, Next::Retry) => "retried",
                 (_, Next::GiveUp) => "failed",
@@ -509,7 +511,7 @@ mod tests {
     #[test]
     fn csv_and_metrics_rows() {
         let s = Summary {
-            traces: vec![crate::summary::TraceRecord {
+            traces: vec![crate::record::summary::TraceRecord {
                 trace_id: "trace-4".into(),
                 seq: 4,
                 template: 2,

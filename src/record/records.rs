@@ -1,6 +1,6 @@
 //! The raw records of a run — one row per started trace, per completed
 //! request and per failed attempt — and [`summarize`], the one pure function
-//! that turns them into every figure of a [`crate::summary::Summary`]. The aggregator calls
+//! that turns them into every figure of a [`crate::record::summary::Summary`]. The aggregator calls
 //! it at the end of a run; `trie report` and `trie compare` call it on the
 //! records read back from a results file, and get the same figures to the
 //! last bit (times are `f64` seconds since the run started, written with
@@ -10,11 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
-use crate::metrics::{self, CurvePoint, Stats};
-use crate::sse::Usage;
-use crate::summary::{ArrivalStats, FailureCount, PerRequest, PerTrace, Summary, TraceRecord};
-use crate::workload::TurnTokens;
+use crate::input::workload::TurnTokens;
+use crate::net::sse::Usage;
+use crate::record::event::{FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
+use crate::record::metrics::{self, CurvePoint, Stats};
+use crate::record::summary::{
+    ArrivalStats, FailureCount, PerRequest, PerTrace, Summary, TraceRecord,
+};
 
 /// Example messages kept per failure kind.
 pub const EXAMPLES: usize = 3;
@@ -201,7 +203,7 @@ impl AttemptRow {
             end_s: a.end.as_secs_f64(),
             kind: a.kind.name(),
             next: match (a.kind, a.next) {
-                (crate::client::FailureKind::Cancelled, _) => AttemptNext::Cancelled,
+                (crate::net::client::FailureKind::Cancelled, _) => AttemptNext::Cancelled,
                 (_, Next::Retry) => AttemptNext::Retry,
                 (_, Next::Reconnect) => AttemptNext::Reconnect,
                 (_, Next::GiveUp) => AttemptNext::GiveUp,

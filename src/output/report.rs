@@ -4,8 +4,8 @@
 
 use prettytable::{Cell, Row, Table, format};
 
-use crate::metrics::{Rates, Stats};
-use crate::summary::Summary;
+use crate::record::metrics::{Rates, Stats};
+use crate::record::summary::Summary;
 
 /// `event` padded like structlog's console renderer, then `key=value` words.
 pub fn event_line(event: &str, pairs: &[(String, String)]) -> String {
@@ -368,7 +368,7 @@ pub fn tables(s: &Summary) -> String {
     out.push_str("Per-trace metrics\n");
     out.push_str(&stats_table(s, per_trace_rows(s)));
     // Results files before schema 3 have none: no table of dashes for them.
-    if s.per_request != crate::summary::PerRequest::default() {
+    if s.per_request != crate::record::summary::PerRequest::default() {
         out.push_str(&format!(
             "\nPer-request metrics ({} completed requests, of finished and unfinished traces)\n",
             s.http_requests
@@ -482,7 +482,7 @@ fn short(x: f64) -> String {
 pub type FigureMap = std::collections::BTreeMap<String, Option<f64>>;
 
 /// Figures over trials by name (a sweep point's).
-pub type IntervalMap = std::collections::BTreeMap<String, Option<crate::stats::Interval>>;
+pub type IntervalMap = std::collections::BTreeMap<String, Option<crate::record::stats::Interval>>;
 
 /// `trie compare`: the headline figures of each run side by side, each
 /// after the first with its change relative to the first; a figure absent
