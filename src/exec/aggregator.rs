@@ -3,7 +3,9 @@
 //! keeps the little live state the progress line needs, and at the end hands
 //! the records to [`crate::record::records::summarize`] for the [`crate::record::summary::Summary`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,17 +16,122 @@ use crate::record::event::{Event, Next, RequestRecord};
 use crate::record::metrics::{self, CurvePoint, Rates};
 use crate::record::records::{AttemptRow, Outcome, Records, RequestRow, Step, TraceRow};
 
+/// How much of the token curve the progress line keeps, seconds (its
+/// window is 30 s).
+const KEEP_STEPS_S: f64 = 60.0;
+
+/// The request rows of a run. A long run makes millions: they wait in an
+/// unlinked temporary file (one JSON line each, floats round-tripped), so
+/// the aggregator's memory stays flat, and are read back at the end. Where
+/// no temporary file can be made, or a write fails, they stay in memory.
+enum Rows {
+    Memory(Vec<RequestRow>),
+    Spilled { file: BufWriter<File>, count: usize },
+}
+
+impl Rows {
+    fn new() -> Rows {
+        match spill_file() {
+            Ok(file) => Rows::Spilled {
+                file: BufWriter::with_capacity(64 << 10, file),
+                count: 0,
+            },
+            Err(e) => {
+                log::debug!("request rows stay in memory: no temporary file ({e})");
+                Rows::Memory(Vec::new())
+            }
+        }
+    }
+
+    fn push(&mut self, row: RequestRow) {
+        if let Rows::Spilled { file, count } = self {
+            let written = serde_json::to_writer(&mut *file, &row)
+                .map_err(std::io::Error::other)
+                .and_then(|_| file.write_all(b"\n"));
+            match written {
+                Ok(()) => {
+                    *count += 1;
+                    return;
+                }
+                Err(e) => {
+                    log::warn!(
+                        "request rows: the temporary file failed ({e}); the rest stay in memory"
+                    );
+                    let mut rows = std::mem::replace(self, Rows::Memory(Vec::new())).into_vec();
+                    rows.push(row);
+                    *self = Rows::Memory(rows);
+                    return;
+                }
+            }
+        }
+        if let Rows::Memory(v) = self {
+            v.push(row);
+        }
+    }
+
+    /// Every row, in the order they came (those a failed write cut short
+    /// are lost from the file, never half-read: each line parses whole).
+    fn into_vec(self) -> Vec<RequestRow> {
+        match self {
+            Rows::Memory(v) => v,
+            Rows::Spilled { file, count } => {
+                let read = file
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|mut f| f.rewind().map(|_| f));
+                match read {
+                    Ok(f) => {
+                        let mut rows = Vec::with_capacity(count);
+                        for line in BufReader::new(f).lines().map_while(Result::ok) {
+                            match serde_json::from_str(&line) {
+                                Ok(r) => rows.push(r),
+                                Err(_) => break,
+                            }
+                        }
+                        rows
+                    }
+                    Err(e) => {
+                        log::error!("request rows: cannot read the temporary file back ({e})");
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A temporary file nobody else can open: created anew, then unlinked.
+fn spill_file() -> std::io::Result<File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        ".trie-rows-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
 /// Metric state of a run.
 pub struct Aggregator {
     workload: Arc<Workload>,
+    /// Every record but the request rows.
     records: Records,
+    /// The request rows.
+    rows: Rows,
     /// Traces in flight: sequence number → row in `records.traces`.
     active: HashMap<u64, usize>,
     completed: usize,
     failed: u64,
-    /// Curve increments in time order (kept sorted as they come), for the
-    /// progress line's window.
-    steps: Vec<Step>,
+    /// The last [`KEEP_STEPS_S`] of curve increments in time order (kept
+    /// sorted as they come), for the progress line's window.
+    steps: VecDeque<Step>,
     /// Their running totals.
     totals: CurvePoint,
     warned: Warned,
@@ -37,10 +144,11 @@ impl Aggregator {
         Aggregator {
             workload,
             records: Records::default(),
+            rows: Rows::new(),
             active: HashMap::new(),
             completed: 0,
             failed: 0,
-            steps: Vec::new(),
+            steps: VecDeque::new(),
             totals: CurvePoint::default(),
             warned,
         }
@@ -130,14 +238,22 @@ impl Aggregator {
             .map_or(0, |i| i + 1);
         self.steps.insert(at, step);
         self.totals.add(&step);
-        self.records.requests.push(row);
+        let last = self.steps.back().map_or(0.0, |s| s.t_s);
+        while self
+            .steps
+            .front()
+            .is_some_and(|s| s.t_s < last - KEEP_STEPS_S)
+        {
+            self.steps.pop_front();
+        }
+        self.rows.push(row);
     }
 
     /// The slope of the curve's last `window_s`, as [`metrics::last_window`]
     /// computes it, from the steps inside the window only (the progress
     /// line's cost does not grow with the run).
     fn window_rates(&self, window_s: f64) -> Option<Rates> {
-        let last = self.steps.last()?;
+        let last = self.steps.back()?;
         let first = self
             .steps
             .iter()
@@ -145,7 +261,7 @@ impl Aggregator {
             .map_or(0, |i| i + 1);
         // From the point of step `first` to the last: what the later steps added.
         let mut gained = CurvePoint::default();
-        self.steps[first + 1..].iter().for_each(|s| gained.add(s));
+        self.steps.range(first + 1..).for_each(|s| gained.add(s));
         let dt = last.t_s - self.steps[first].t_s;
         (dt > 0.0).then(|| Rates::between(&CurvePoint::default(), &gained, dt))
     }
@@ -182,13 +298,16 @@ impl Aggregator {
     /// never ended (cannot happen once slots are joined): their rows stay
     /// `cancelled`, without an end.
     pub fn into_records(self) -> Records {
-        self.records
+        let mut records = self.records;
+        records.requests = self.rows.into_vec();
+        records
     }
 
     /// The curve so far (tests).
     #[cfg(test)]
     fn curve(&self) -> Vec<CurvePoint> {
-        crate::record::records::curve(&self.steps)
+        let steps: Vec<Step> = self.steps.iter().copied().collect();
+        crate::record::records::curve(&steps)
     }
 }
 
@@ -235,6 +354,43 @@ mod tests {
             body_fnv1a: None,
             chat_shaped: false,
         }
+    }
+
+    #[test]
+    fn request_rows_wait_on_disk_and_come_back_exactly() {
+        let mut rows = Rows::new();
+        assert!(matches!(rows, Rows::Spilled { .. }), "a temporary file");
+        let made: Vec<RequestRow> = (0..2000u64)
+            .map(|i| RequestRow {
+                seq: i,
+                turn: (i % 7) as usize,
+                start_s: i as f64 / 3.0,
+                ttft_s: (i % 2 == 0).then_some(0.1 + i as f64 * 1e-9),
+                latency_s: std::f64::consts::PI * i as f64,
+                itl_sum_s: 1.0 / (i + 1) as f64,
+                usage: (i % 3 != 0).then_some(Usage {
+                    prompt_tokens: i,
+                    completion_tokens: 2 * i,
+                    cached_tokens: (i % 5 == 0).then_some(i / 2),
+                }),
+                ..RequestRow::default()
+            })
+            .collect();
+        for r in &made {
+            rows.push(r.clone());
+        }
+        assert!(rows.into_vec() == made, "every float and count to the bit");
+        // No file is left behind: it was unlinked when made.
+        let left = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!(".trie-rows-{}-", std::process::id()))
+            })
+            .count();
+        assert_eq!(left, 0);
     }
 
     #[test]
@@ -374,11 +530,8 @@ mod tests {
             );
         }
         let times: Vec<f64> = agg.curve().iter().map(|p| p.t_s).collect();
-        assert_eq!(
-            times,
-            [0.3, 0.7, 39.0, 40.0, 80.0],
-            "steps are kept in time order"
-        );
+        // In time order, and only the last 60 s of them (80 - 60 = 20).
+        assert_eq!(times, [39.0, 40.0, 80.0], "steps are kept in time order");
         let s = finish(agg, 90.0);
         let r = &s.traces[0];
         assert_eq!(

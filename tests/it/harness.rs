@@ -131,7 +131,9 @@ fn latencies_sit_within_the_sim_timing_model() {
     let ttfat = 0.1 + 0.2 + 0.3 + 0.025;
     between(t.ttfat_s.unwrap(), ttfat, ttfat + 0.06, "ttfat");
     between(t.latency_s, ttfat + 0.1, ttfat + 0.1 + 0.08, "latency");
-    between(t.decode_tps.unwrap(), 90.0, 101.0, "decode tps");
+    // A first chunk stamped a few ms late (a busy machine) shortens the
+    // decode span: 20 tokens / 0.195 s is 102.6 tok/s.
+    between(t.decode_tps.unwrap(), 90.0, 105.0, "decode tps");
     between(t.itl_ms.unwrap(), 9.9, 11.0, "itl");
     assert_eq!(t.output_tokens_per_turn, vec![21, 11]);
     // Turn 2 reuses the whole first prompt + answer (2021 tokens → 2016 in blocks).
