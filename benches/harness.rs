@@ -87,9 +87,16 @@ fn main() {
         100.0 * trie_cpu / wall,
         1000.0 * trie_cpu / chunks.max(1.0)
     );
-    let (chunks, cpu, wall) = raw_floor(&sim.url, 100, secs.max(10.0));
+    let (chunks, cpu, wall) = raw_floor(&sim.url, 100, secs.max(10.0), false);
     println!(
         "floor: 100 threads reading the same streams with std::net and nothing else: {:.0} chunks/s, {:.2} % of a core ({:.4} CPU s per 1k chunks)",
+        chunks / wall,
+        100.0 * cpu / wall,
+        1000.0 * cpu / chunks.max(1.0)
+    );
+    let (chunks, cpu, wall) = raw_floor(&sim.url, 100, secs.max(10.0), true);
+    println!(
+        "floor + JSON: the same, parsing each chunk's JSON as trie does: {:.0} chunks/s, {:.2} % of a core ({:.4} CPU s per 1k chunks)",
         chunks / wall,
         100.0 * cpu / wall,
         1000.0 * cpu / chunks.max(1.0)
@@ -99,7 +106,7 @@ fn main() {
 /// The cost of the architecture itself: `threads` blocking threads reading
 /// SSE lines from plain `TcpStream`s (no HTTP library, no parsing, no
 /// timestamps). Returns (chunks, CPU s, wall s).
-fn raw_floor(url: &str, threads: usize, secs: f64) -> (f64, f64, f64) {
+fn raw_floor(url: &str, threads: usize, secs: f64, parse: bool) -> (f64, f64, f64) {
     let addr = support::host_port(url);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let chunks = std::sync::atomic::AtomicU64::new(0);
@@ -115,7 +122,7 @@ fn raw_floor(url: &str, threads: usize, secs: f64) -> (f64, f64, f64) {
                         r#"{{"model":"trie-sim","prompt":"a b c {i} {n}","max_tokens":64,"ignore_eos":true,"stream":true}}"#
                     );
                     n += 1;
-                    let at = support::raw_stream(addr, body.as_bytes());
+                    let at = support::raw_stream_with(addr, body.as_bytes(), parse);
                     chunks.fetch_add(at.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             });

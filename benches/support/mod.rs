@@ -137,6 +137,12 @@ pub fn machine() -> String {
 /// each `data:` line carrying text since the request was written (the reference the
 /// benches compare trie's client with).
 pub fn raw_stream(addr: &str, body: &[u8]) -> Vec<std::time::Duration> {
+    raw_stream_with(addr, body, false)
+}
+
+/// [`raw_stream`], parsing each data line's JSON as trie does when `parse`
+/// (what the bare reader would pay to know a chunk's text).
+pub fn raw_stream_with(addr: &str, body: &[u8], parse: bool) -> Vec<std::time::Duration> {
     use std::io::{BufReader, Write};
     let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
     tcp.set_nodelay(true).ok();
@@ -153,7 +159,17 @@ pub fn raw_stream(addr: &str, body: &[u8]) -> Vec<std::time::Duration> {
     while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
         let t = start.elapsed();
         // Token chunks only (the usage chunk has no text).
-        if line.starts_with(b"data: {") && line.windows(7).any(|w| w == b"\"text\":") {
+        let text = if parse {
+            match trie::net::sse::classify(&line) {
+                trie::net::sse::Line::Data(d) => {
+                    trie::net::sse::parse_chunk(d).is_ok_and(|c| !c.text.is_empty())
+                }
+                _ => false,
+            }
+        } else {
+            line.starts_with(b"data: {") && line.windows(7).any(|w| w == b"\"text\":")
+        };
+        if text {
             at.push(t);
         }
         line.clear();
