@@ -849,6 +849,7 @@ impl Raw {
         let mut cfg = Config::new(&workload, &endpoint)?;
         cfg.model = self.model.filter(|m| !m.is_empty());
         cfg.tokenizer = self.tokenizer.filter(|t| !t.is_empty());
+        let concurrency_given = self.concurrency.is_some();
         let points: Vec<LoadModel> = match (self.concurrency, self.arrival_rate) {
             (Some(_), Some(_)) => {
                 return Err(Error::usage(
@@ -930,6 +931,20 @@ impl Raw {
         sw.slo = self.slo.unwrap_or_default();
         sw.plot = self.plot;
         if capacity {
+            let open = matches!(cfg.load, LoadModel::Open { .. });
+            match (open, self.max_arrival_rate.is_some()) {
+                (true, false) => {
+                    return Err(Error::usage(
+                        "trie capacity: --arrival-rate starts an open-loop search, which needs --max-arrival-rate (its upper bound)",
+                    ));
+                }
+                (false, true) if concurrency_given => {
+                    return Err(Error::usage(
+                        "trie capacity: --concurrency starts a closed-loop search, --max-arrival-rate bounds an open-loop one; pass one of them",
+                    ));
+                }
+                _ => {}
+            }
             let d = Search::default();
             sw.search = Some(Search {
                 max_concurrency: self.max_concurrency.unwrap_or(d.max_concurrency),

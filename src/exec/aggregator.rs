@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +58,10 @@ impl Rows {
                         "request rows: the temporary file failed ({e}); the rest stay in memory"
                     );
                     let mut rows = std::mem::replace(self, Rows::Memory(Vec::new())).into_vec();
-                    rows.push(row);
+                    // Whole in the buffer already, it came back with the rest.
+                    if rows.last() != Some(&row) {
+                        rows.push(row);
+                    }
                     *self = Rows::Memory(rows);
                     return;
                 }
@@ -69,34 +72,42 @@ impl Rows {
         }
     }
 
-    /// Every row, in the order they came (those a failed write cut short
-    /// are lost from the file, never half-read: each line parses whole).
+    /// Every row, in the order they came. A write that failed (a full
+    /// disk) loses nothing that reached the file or its buffer: the file is
+    /// read back and the bytes still buffered follow; only a line cut in two
+    /// is skipped.
     fn into_vec(self) -> Vec<RequestRow> {
-        match self {
-            Rows::Memory(v) => v,
-            Rows::Spilled { file, count } => {
-                let read = file
-                    .into_inner()
-                    .map_err(|e| e.into_error())
-                    .and_then(|mut f| f.rewind().map(|_| f));
-                match read {
-                    Ok(f) => {
-                        let mut rows = Vec::with_capacity(count);
-                        for line in BufReader::new(f).lines().map_while(Result::ok) {
-                            match serde_json::from_str(&line) {
-                                Ok(r) => rows.push(r),
-                                Err(_) => break,
-                            }
-                        }
-                        rows
-                    }
-                    Err(e) => {
-                        log::error!("request rows: cannot read the temporary file back ({e})");
-                        Vec::new()
-                    }
-                }
+        let (file, count) = match self {
+            Rows::Memory(v) => return v,
+            Rows::Spilled { file, count } => (file, count),
+        };
+        let (file, pending) = match file.into_inner() {
+            Ok(f) => (f, Vec::new()),
+            Err(e) => {
+                let (f, buffered) = e.into_inner().into_parts();
+                (f, buffered.unwrap_or_default())
             }
+        };
+        let mut bytes = Vec::new();
+        let read = (&file)
+            .rewind()
+            .and_then(|_| BufReader::new(&file).read_to_end(&mut bytes));
+        if let Err(e) = read {
+            log::error!("request rows: cannot read the temporary file back ({e})");
         }
+        bytes.extend_from_slice(&pending);
+        let rows: Vec<RequestRow> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect();
+        if rows.len() < count {
+            log::error!(
+                "request rows: {} of {count} came back from the temporary file; the figures miss the rest",
+                rows.len()
+            );
+        }
+        rows
     }
 }
 
@@ -109,10 +120,12 @@ fn spill_file() -> std::io::Result<File> {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)?;
     std::fs::remove_file(&path)?;
     Ok(file)

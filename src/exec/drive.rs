@@ -55,6 +55,7 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
         points: Vec::new(),
         capacity: None,
         interrupted: false,
+        error: None,
         runs: Vec::new(),
     };
     let mut file_errors = Vec::new();
@@ -111,7 +112,10 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
             } else {
                 5.0
             };
-            let mut b = Bisection::new(whole, start, max, precision);
+            // Below the start: concurrency down to 1, rates down to a
+            // sixteenth of where they started.
+            let min = if whole { 1.0 } else { start / 16.0 };
+            let mut b = Bisection::new(whole, start, min, max, precision);
             let mut probes = Vec::new();
             let mut complete = true;
             while let Some(x) = b.next() {
@@ -194,6 +198,9 @@ pub fn run(cfg: &Config, hooks: &Hooks) -> Result<Outcome> {
         }
     }
     doc.interrupted = hooks.interrupt.is_set();
+    doc.error = failed
+        .as_ref()
+        .map(|e| crate::redact::one_line(&e.to_string()));
     sweep.write(&doc, true, &mut file_errors);
     drop(sweep);
     prepared.close();

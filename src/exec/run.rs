@@ -217,7 +217,7 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     };
     let mut outputs = Outputs::prepare(&cfg.files, &inputs, stop)?;
     if let Some(dir) = &cfg.sweep.plot {
-        crate::output::files::plot_dir("--plot", dir)?;
+        crate::output::files::plot_dir("--plot", dir, &cfg.files)?;
     }
     let load_flag = match (cfg.sweep.search, cfg.load) {
         (Some(s), _) if s.max_arrival_rate.is_none() => {

@@ -358,7 +358,9 @@ impl Client {
     /// `GET url`: the status and the body (at most 1 MiB, lossy UTF-8). A
     /// redirect is a failure naming its `Location`.
     pub fn get(&self, url: &str) -> Result<(u16, String), Failure> {
-        small_answer(self.authorized(self.agent.get(url)).call())
+        let answer = small_answer(self.authorized(self.agent.get(url)).call());
+        crate::net::transport::request_done();
+        answer
     }
 
     /// `req` with the API key, when there is one.
@@ -372,7 +374,9 @@ impl Client {
     /// `POST url` with an empty body (an engine's admin endpoint), answered
     /// as [`Client::get`] is.
     pub fn post_empty(&self, url: &str) -> Result<(u16, String), Failure> {
-        small_answer(self.authorized(self.agent.post(url)).send_empty())
+        let answer = small_answer(self.authorized(self.agent.post(url)).send_empty());
+        crate::net::transport::request_done();
+        answer
     }
 
     /// Whether requests stream.

@@ -64,6 +64,9 @@ impl Drop for ReadWindow {
     fn drop(&mut self) {
         if self.0 {
             READ_DEADLINE.with(|c| c.set(None));
+            // The window's deadline is over with it: a connection that goes
+            // back to the pool is not shut down at it.
+            request_done();
         }
     }
 }
@@ -106,6 +109,9 @@ impl Guard {
     }
 
     fn disarm(&self) {
+        // Under the watchdog's lock: it never fires a deadline that is
+        // being disarmed (it checks the generation under the same lock).
+        let _heap = watchdog().heap.lock();
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -172,8 +178,8 @@ fn watchdog() -> &'static Watchdog {
 impl Watchdog {
     /// Watch `guard` until `at`; returns the entry's generation.
     fn arm(&self, guard: &Arc<Guard>, at: Instant) -> u64 {
-        let generation = guard.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut heap = self.heap.lock();
+        let generation = guard.generation.fetch_add(1, Ordering::Relaxed) + 1;
         // Moved and disarmed deadlines stay in the heap until their time;
         // past a few per live connection, drop them (amortized O(1)).
         if heap.len() > 64 && heap.len() > 4 * LIVE.load(Ordering::Relaxed) {
@@ -234,11 +240,18 @@ impl Connector<()> for DirectConnector {
         details: &ConnectionDetails,
         _chained: Option<()>,
     ) -> Result<Option<Direct>, ureq::Error> {
-        let budget = (!details.timeout.after.is_not_happening()).then(|| *details.timeout.after);
+        // One budget for every address of the host, not one each.
+        let deadline = (!details.timeout.after.is_not_happening())
+            .then(|| Instant::now() + *details.timeout.after);
         let mut last = None;
         for addr in details.addrs.iter() {
-            let attempt = match budget {
-                Some(t) => TcpStream::connect_timeout(addr, t.max(Duration::from_millis(10))),
+            let attempt = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) => {
+                        TcpStream::connect_timeout(addr, left.max(Duration::from_millis(10)))
+                    }
+                    None => break,
+                },
                 None => TcpStream::connect(addr),
             };
             match attempt {
@@ -265,6 +278,7 @@ impl Connector<()> for DirectConnector {
             Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 ureq::Error::Timeout(ureq::Timeout::Connect)
             }
+            None if deadline.is_some() => ureq::Error::Timeout(ureq::Timeout::Connect),
             Some(e) => e.into(),
             None => ureq::Error::HostNotFound,
         })

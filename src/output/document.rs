@@ -142,7 +142,7 @@ pub fn compare_files(paths: &[PathBuf]) -> Result<String> {
 /// returns what was written.
 pub fn plot_file(path: &Path, dir: &Path) -> Result<String> {
     let doc = Document::read(path)?;
-    crate::output::files::plot_dir("trie plot: the directory", dir)?;
+    crate::output::files::plot_dir("trie plot: the directory", dir, &Default::default())?;
     let errors = match doc {
         Document::Run(r) => crate::output::plot::write_run(dir, &r),
         Document::Sweep(doc) => crate::output::plot::write_sweep(dir, &doc),

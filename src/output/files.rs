@@ -418,7 +418,7 @@ fn probe_dir(flag: &str, shown: &Path, target: &Path) -> Result<()> {
 /// Make sure charts can be written into `dir` (`what` names it in errors:
 /// `--plot`): created if missing, refused when it is not a directory or
 /// not writable, before anything is sent.
-pub fn plot_dir(what: &str, dir: &Path) -> Result<()> {
+pub fn plot_dir(what: &str, dir: &Path, others: &Files) -> Result<()> {
     let shown = dir.display();
     if dir.as_os_str().is_empty() {
         return Err(Error::usage(format!(
@@ -435,7 +435,23 @@ pub fn plot_dir(what: &str, dir: &Path) -> Result<()> {
             "{what} {shown}: cannot create it ({e}); pass a writable directory"
         ))
     })?;
-    probe_dir(what, dir, &dir.join("report.html"))
+    probe_dir(what, dir, &dir.join("report.html"))?;
+    // The charts' names must not be another output's.
+    let here = std::fs::canonicalize(dir).ok();
+    for (flag, path) in others.all() {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        let chart = name
+            .as_deref()
+            .is_some_and(|n| n == "report.html" || n.ends_with(".svg"));
+        let parent = std::fs::canonicalize(parent(path)).ok();
+        if chart && parent.is_some() && parent == here {
+            return Err(Error::usage(format!(
+                "{what} {shown} would overwrite {flag} {}; pass another directory or file",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Open a device or FIFO for writing. A FIFO without a reader is

@@ -100,6 +100,10 @@ pub struct SloOverTrials {
     pub slo: String,
     /// Its value over the trials (`null`: some trial had none).
     pub value: Option<Interval>,
+    /// The one-sided confidence bound the rule compares with the threshold
+    /// (the mean with one trial; `null` without a value).
+    #[serde(default)]
+    pub bound: Option<f64>,
     /// The pass rule (see [`judge_point`]).
     pub pass: bool,
 }
@@ -190,6 +194,9 @@ pub struct SweepResults {
     pub capacity: Option<Capacity>,
     /// Stopped by Ctrl+C / SIGTERM: the finished runs are all here.
     pub interrupted: bool,
+    /// Ended early by an error of trie's own (`null`: it did not).
+    #[serde(default)]
+    pub error: Option<String>,
     /// Every measured run, in order.
     pub runs: Vec<SweepRun>,
 }
@@ -216,13 +223,15 @@ pub fn judge_point(slos: &[Slo], reports: &[&SloReport], confidence: f64) -> Vec
                 }
                 _ => 0.0,
             };
-            let pass = value.is_some_and(|iv| match s.op {
-                Op::AtMost => iv.mean + margin(&iv) <= s.value,
-                Op::AtLeast => iv.mean - margin(&iv) >= s.value,
+            let bound = value.map(|iv| match s.op {
+                Op::AtMost => iv.mean + margin(&iv),
+                Op::AtLeast => iv.mean - margin(&iv),
             });
+            let pass = bound.is_some_and(|b| s.op.holds(b, s.value));
             SloOverTrials {
                 slo: s.text.clone(),
                 value,
+                bound,
                 pass,
             }
         })
@@ -309,6 +318,14 @@ pub fn tables(doc: &SweepResults) -> String {
         i.map(|i| i.show(d))
             .unwrap_or_else(|| crate::output::report::ABSENT.to_string())
     };
+    // Without the cv, to fit the SLO table in 120 columns.
+    let brief = |i: Option<Interval>, d: usize| match i {
+        Some(i) => match i.half_width {
+            Some(h) => format!("{:.d$} ± {h:.d$}", i.mean),
+            None => format!("{:.d$}", i.mean),
+        },
+        None => crate::output::report::ABSENT.to_string(),
+    };
     let verdict = |p: Option<bool>| match p {
         Some(true) => "pass",
         Some(false) => "FAIL",
@@ -361,6 +378,7 @@ pub fn tables(doc: &SweepResults) -> String {
                 "Point",
                 "Condition",
                 "Value",
+                "Bound",
                 "Verdict",
                 "Goodput trace/s",
                 "Traces meeting (%)",
@@ -380,22 +398,26 @@ pub fn tables(doc: &SweepResults) -> String {
                         String::new()
                     }),
                     Cell::new(&s.slo),
-                    right(&show(s.value, 3)),
+                    right(&brief(s.value, 3)),
+                    right(&crate::output::report::cell(s.bound, 3)),
                     right(verdict(Some(s.pass))),
                     right(&if first {
-                        show(p.goodput_trace_per_s, 3)
+                        brief(p.goodput_trace_per_s, 3)
                     } else {
                         String::new()
                     }),
                     right(&if first {
-                        show(p.traces_meeting_pct, 1)
+                        brief(p.traces_meeting_pct, 1)
                     } else {
                         String::new()
                     }),
                 ]));
             }
         }
-        out.push_str("\nSLO conditions (rule: the interval's bound on the condition's side)\n");
+        out.push_str(&format!(
+            "\nSLO conditions (value: mean ± the two-sided half-width; the verdict compares the one-sided {}% bound)\n",
+            100.0 * doc.plan.confidence
+        ));
         out.push_str(&t.to_string());
     }
     if let Some(c) = &doc.capacity {
@@ -446,7 +468,9 @@ pub fn csv(doc: &SweepResults) -> String {
         out.push(',');
         out.push_str(f);
     }
-    out.push_str(",slo_pass,traces_meeting_pct,goodput_trace_per_s,goodput_completion_tok_per_s\n");
+    out.push_str(
+        ",slo_pass,traces_meeting_pct,goodput_trace_per_s,goodput_completion_tok_per_s,interrupted\n",
+    );
     let num = |x: Option<f64>| x.map(|v| format!("{v}")).unwrap_or_default();
     for r in &doc.runs {
         let mut row = vec![
@@ -466,6 +490,8 @@ pub fn csv(doc: &SweepResults) -> String {
         row.push(num(slo.and_then(|s| s.traces_meeting_pct)));
         row.push(num(slo.and_then(|s| s.goodput_trace_per_s)));
         row.push(num(slo.and_then(|s| s.goodput_completion_tok_per_s)));
+        // A run cut short: kept, but not a trial of its point.
+        row.push(r.results.deadline.interrupted.to_string());
         out.push_str(&row.join(","));
         out.push('\n');
     }
@@ -586,6 +612,7 @@ mod tests {
             points: Vec::new(),
             capacity: None,
             interrupted: true,
+            error: None,
             runs: vec![
                 run(0, false, &[("http_503", 4)], 2.0),
                 run(1, false, &[], 4.0),

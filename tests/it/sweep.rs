@@ -461,6 +461,46 @@ fn bad_plot_dirs_and_search_starts_are_refused_before_anything_is_sent() {
         err.contains("--concurrency 3 (where the search starts) is above --max-concurrency 2"),
         "{err}"
     );
+    // The charts would overwrite the results document.
+    let dir = temp_file("x", "").with_file_name("charts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("report.html");
+    let (code, _, err) = trie_run(&[
+        "--workload",
+        wl,
+        "--endpoint",
+        &url,
+        "--plot",
+        dir.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("would overwrite --output"), "{err}");
+    // A capacity search's start must fit its loop.
+    for (args, says) in [
+        (&["--arrival-rate", "2"][..], "needs --max-arrival-rate"),
+        (
+            &["--concurrency", "4", "--max-arrival-rate", "8"][..],
+            "pass one of them",
+        ),
+    ] {
+        let mut a = vec![
+            "capacity",
+            "--workload",
+            wl,
+            "--endpoint",
+            &url,
+            "--slo",
+            "latency_s:p90<=5",
+            "-q",
+        ];
+        a.extend_from_slice(args);
+        let (code, _, err) = trie_run(&a);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
     assert_eq!(rx.try_iter().count(), 0, "nothing was sent");
 }
 
