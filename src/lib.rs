@@ -56,6 +56,13 @@
 //! down (which interrupts every blocked read at once), and the measured
 //! window ends; the files are written when every slot has returned.
 //!
+//! A sweep (`--concurrency 1,2,4`, `--trials`, `--slo`) or a capacity search
+//! (`trie capacity`) prepares once and calls [`exec::run::execute`] per run
+//! from [`exec::drive`]: a fresh text key per run (no prompt of one run is in
+//! the cache another left), an optional warm-up and cache reset before it,
+//! the run's records summarized and judged against the SLOs after it, and
+//! the one sweep document ([`output::sweep`]) written again after every run.
+//!
 //! # Codemap
 //!
 //! The crate is grouped by concept; each folder's module says what it
