@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use ureq::unversioned::transport::{Connector, NextTimeout, RustlsConnector};
 
 use crate::net::sse::{self, ChunkMark, ServerTimings, Stream, StreamError, Usage};
-use crate::net::transport::{DirectConnector, ReadWindow};
+use crate::net::transport::{DirectConnector, ReadWindow, Request};
 use crate::stop::Stop;
 
 /// Why a request failed; counted by kind in the report.
@@ -358,9 +358,8 @@ impl Client {
     /// `GET url`: the status and the body (at most 1 MiB, lossy UTF-8). A
     /// redirect is a failure naming its `Location`.
     pub fn get(&self, url: &str) -> Result<(u16, String), Failure> {
-        let answer = small_answer(self.authorized(self.agent.get(url)).call());
-        crate::net::transport::request_done();
-        answer
+        let _request = Request::start();
+        small_answer(self.authorized(self.agent.get(url)).call())
     }
 
     /// `req` with the API key, when there is one.
@@ -374,9 +373,8 @@ impl Client {
     /// `POST url` with an empty body (an engine's admin endpoint), answered
     /// as [`Client::get`] is.
     pub fn post_empty(&self, url: &str) -> Result<(u16, String), Failure> {
-        let answer = small_answer(self.authorized(self.agent.post(url)).send_empty());
-        crate::net::transport::request_done();
-        answer
+        let _request = Request::start();
+        small_answer(self.authorized(self.agent.post(url)).send_empty())
     }
 
     /// Whether requests stream.
@@ -393,20 +391,9 @@ impl Client {
         expect: Expect,
         sent: &mut Instant,
     ) -> Result<Reply, Failure> {
-        let reply = self.exchange(body, routing_key, expect, sent);
         // The connection's deadline ends with the request (it may idle in
         // the pool longer than the timeout before the next one).
-        crate::net::transport::request_done();
-        reply
-    }
-
-    fn exchange(
-        &self,
-        body: &[u8],
-        routing_key: &str,
-        expect: Expect,
-        sent: &mut Instant,
-    ) -> Result<Reply, Failure> {
+        let _request = Request::start();
         let req = self.authorized(
             self.agent
                 .post(&*self.completions_url)

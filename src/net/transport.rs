@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
 };
@@ -64,21 +64,30 @@ impl Drop for ReadWindow {
     fn drop(&mut self) {
         if self.0 {
             READ_DEADLINE.with(|c| c.set(None));
-            // The window's deadline is over with it: a connection that goes
-            // back to the pool is not shut down at it.
-            request_done();
         }
     }
 }
 
-/// The request on this thread's connection is over: its deadline no longer
-/// applies (a kept-alive connection idle past it is not shut down).
-pub fn request_done() {
-    CURRENT.with(|c| {
-        if let Some(g) = c.borrow().upgrade() {
-            g.disarm();
-        }
-    });
+/// One request on this thread: dropped, its deadline (and any window's) no
+/// longer applies, so a kept-alive connection idle past it in the pool is
+/// not shut down. Every request a client makes holds one.
+pub struct Request(());
+
+impl Request {
+    /// A request starts.
+    pub fn start() -> Request {
+        Request(())
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        CURRENT.with(|c| {
+            if let Some(g) = c.borrow().upgrade() {
+                g.disarm();
+            }
+        });
+    }
 }
 
 /// Connections alive (their guards), for compacting the watchdog's heap.
@@ -108,11 +117,11 @@ impl Guard {
         }
     }
 
+    /// End the registered deadline: the watchdog no longer fires it (a
+    /// firing compares and swaps this generation, so the two never both
+    /// win).
     fn disarm(&self) {
-        // Under the watchdog's lock: it never fires a deadline that is
-        // being disarmed (it checks the generation under the same lock).
-        let _heap = watchdog().heap.lock();
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -152,78 +161,81 @@ impl Ord for Entry {
     }
 }
 
-/// The process's deadline watchdog: a heap of deadlines and one thread.
+/// The process's deadline watchdog: one thread that owns a heap of
+/// deadlines, fed over a channel (registering one takes no lock).
 struct Watchdog {
-    heap: Mutex<BinaryHeap<Reverse<Entry>>>,
-    wake: Condvar,
+    entries: Sender<Entry>,
 }
 
 fn watchdog() -> &'static Watchdog {
-    static W: OnceLock<&'static Watchdog> = OnceLock::new();
+    static W: OnceLock<Watchdog> = OnceLock::new();
     W.get_or_init(|| {
-        let w: &'static Watchdog = Box::leak(Box::new(Watchdog {
-            heap: Mutex::new(BinaryHeap::new()),
-            wake: Condvar::new(),
-        }));
+        let (entries, rx) = crossbeam_channel::unbounded();
         let spawned = std::thread::Builder::new()
             .name("deadlines".into())
-            .spawn(move || w.run());
+            .spawn(move || watch(rx));
         if let Err(e) = spawned {
             log::error!("cannot start the deadline thread ({e}): request timeouts will not fire");
         }
-        w
+        Watchdog { entries }
     })
 }
 
 impl Watchdog {
     /// Watch `guard` until `at`; returns the entry's generation.
     fn arm(&self, guard: &Arc<Guard>, at: Instant) -> u64 {
-        let mut heap = self.heap.lock();
-        let generation = guard.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let generation = guard.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let _ = self.entries.send(Entry {
+            at,
+            generation,
+            guard: Arc::downgrade(guard),
+        });
+        generation
+    }
+}
+
+/// The watchdog thread: fire what is due, wait for the next deadline or
+/// a new entry.
+fn watch(entries: Receiver<Entry>) {
+    let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
+    loop {
+        let now = Instant::now();
+        while heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
+            let Reverse(e) = heap.pop().expect("peeked");
+            let Some(g) = e.guard.upgrade() else { continue };
+            // Only the deadline still registered fires, and a disarm that
+            // came first wins.
+            let current = g.generation.compare_exchange(
+                e.generation,
+                e.generation + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            if current.is_ok() {
+                g.fired.store(true, Ordering::Release);
+                let _ = g.stream.shutdown(Shutdown::Both);
+            }
+        }
         // Moved and disarmed deadlines stay in the heap until their time;
         // past a few per live connection, drop them (amortized O(1)).
         if heap.len() > 64 && heap.len() > 4 * LIVE.load(Ordering::Relaxed) {
             heap.retain(|Reverse(e)| {
                 e.guard
                     .upgrade()
-                    .is_some_and(|g| g.generation.load(Ordering::Relaxed) == e.generation)
+                    .is_some_and(|g| g.generation.load(Ordering::Acquire) == e.generation)
             });
         }
-        let earliest = heap.peek().is_none_or(|Reverse(e)| at < e.at);
-        heap.push(Reverse(Entry {
-            at,
-            generation,
-            guard: Arc::downgrade(guard),
-        }));
-        drop(heap);
-        if earliest {
-            self.wake.notify_one();
-        }
-        generation
-    }
-
-    fn run(&self) {
-        let mut heap = self.heap.lock();
-        loop {
-            let now = Instant::now();
-            while let Some(Reverse(e)) = heap.peek() {
-                if e.at > now {
-                    break;
-                }
-                let Reverse(e) = heap.pop().expect("peeked");
-                if let Some(g) = e.guard.upgrade()
-                    && g.generation.load(Ordering::Relaxed) == e.generation
-                {
-                    g.fired.store(true, Ordering::Release);
-                    let _ = g.stream.shutdown(Shutdown::Both);
-                }
+        let next = match heap.peek() {
+            Some(Reverse(e)) => entries.recv_deadline(e.at),
+            None => entries.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok(e) => {
+                heap.push(Reverse(e));
+                heap.extend(entries.try_iter().map(Reverse));
             }
-            match heap.peek().map(|Reverse(e)| e.at) {
-                Some(at) => {
-                    self.wake.wait_until(&mut heap, at);
-                }
-                None => self.wake.wait(&mut heap),
-            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -317,7 +329,7 @@ impl Direct {
         // What is registered still stands only if nothing disarmed it since.
         let live = self
             .armed
-            .filter(|(_, g)| *g == self.guard.generation.load(Ordering::Relaxed))
+            .filter(|(_, g)| *g == self.guard.generation.load(Ordering::Acquire))
             .map(|(at, _)| at);
         match (at, live) {
             // Within the slack of the registered one: nothing to do.
@@ -468,7 +480,7 @@ mod tests {
             per_write: None,
         };
         d.deadline(&timeout()).unwrap();
-        request_done();
+        drop(Request::start());
         let t = Instant::now();
         let read = d.await_input(timeout());
         assert!(
