@@ -87,20 +87,24 @@ fn main() {
         100.0 * trie_cpu / wall,
         1000.0 * trie_cpu / chunks.max(1.0)
     );
-    let (chunks, cpu, wall) = raw_floor(&sim.url, 100, secs.max(10.0), false);
-    println!(
-        "floor: 100 threads reading the same streams with std::net and nothing else: {:.0} chunks/s, {:.2} % of a core ({:.4} CPU s per 1k chunks)",
-        chunks / wall,
-        100.0 * cpu / wall,
-        1000.0 * cpu / chunks.max(1.0)
-    );
-    let (chunks, cpu, wall) = raw_floor(&sim.url, 100, secs.max(10.0), true);
-    println!(
-        "floor + JSON: the same, parsing each chunk's JSON as trie does: {:.0} chunks/s, {:.2} % of a core ({:.4} CPU s per 1k chunks)",
-        chunks / wall,
-        100.0 * cpu / wall,
-        1000.0 * cpu / chunks.max(1.0)
-    );
+    for (parse, what) in [
+        (
+            false,
+            "floor: 100 threads reading the same streams with std::net and nothing else",
+        ),
+        (
+            true,
+            "floor + JSON: the same, parsing each chunk's JSON as trie does",
+        ),
+    ] {
+        let (chunks, cpu, wall) = raw_floor(&sim.url, 100, secs.max(10.0), parse);
+        println!(
+            "{what}: {:.0} chunks/s, {:.2} % of a core ({:.4} CPU s per 1k chunks)",
+            chunks / wall,
+            100.0 * cpu / wall,
+            1000.0 * cpu / chunks.max(1.0)
+        );
+    }
 }
 
 /// The cost of the architecture itself: `threads` blocking threads reading

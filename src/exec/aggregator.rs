@@ -178,7 +178,7 @@ impl Aggregator {
                 late,
             } => {
                 self.active.insert(seq, self.records.traces.len());
-                self.records.trace_started(TraceRow {
+                self.records.traces.push(TraceRow {
                     seq,
                     template,
                     slot,
@@ -279,11 +279,6 @@ impl Aggregator {
         (dt > 0.0).then(|| Rates::between(&CurvePoint::default(), &gained, dt))
     }
 
-    /// Completed traces so far.
-    pub fn completed(&self) -> usize {
-        self.completed
-    }
-
     /// The live progress text at `elapsed` of `duration`.
     pub fn progress(&self, elapsed: Duration, duration: Duration) -> String {
         let e = elapsed.as_secs_f64();
@@ -331,6 +326,20 @@ mod tests {
     use crate::net::sse::Usage;
     use crate::record::event::TraceEnd;
     use crate::record::summary::{PerTrace, Summary};
+
+    const ONE_TURN: &str = r#"{"num_turns":1,"input_prompt_length":100,"assistant_response_length":[11],"tool_call_output_length":[20],"tool_call_latency":[0.5],"final_assistant_response_length":21}"#;
+    const NO_TURN: &str = r#"{"num_turns":0,"input_prompt_length":10,"assistant_response_length":[],"tool_call_output_length":[],"tool_call_latency":[],"final_assistant_response_length":1}"#;
+
+    /// An aggregator of a workload of one `row`.
+    fn aggregator(row: &str) -> Aggregator {
+        let traces = parse("w", row).unwrap();
+        let workload = Workload {
+            path: "w".into(),
+            content_hash: String::new(),
+            traces,
+        };
+        Aggregator::new(Arc::new(workload), Warned::default())
+    }
 
     fn finish(agg: Aggregator, wall_s: f64) -> Summary {
         crate::record::records::summarize(&Summary::default(), &agg.into_records(), wall_s)
@@ -408,15 +417,7 @@ mod tests {
 
     #[test]
     fn per_trace_figures_follow_spec() {
-        let wl = parse("w", r#"{"num_turns":1,"input_prompt_length":100,"assistant_response_length":[11],"tool_call_output_length":[20],"tool_call_latency":[0.5],"final_assistant_response_length":21}"#).unwrap();
-        let mut agg = Aggregator::new(
-            Arc::new(Workload {
-                path: "w".into(),
-                content_hash: String::new(),
-                traces: wl,
-            }),
-            Warned::default(),
-        );
+        let mut agg = aggregator(ONE_TURN);
         agg.handle(Event::TraceStarted {
             seq: 7,
             template: 0,
@@ -455,13 +456,7 @@ mod tests {
 
     #[test]
     fn requests_of_unfinished_traces_count_per_request() {
-        let wl = parse("w", r#"{"num_turns":1,"input_prompt_length":100,"assistant_response_length":[11],"tool_call_output_length":[20],"tool_call_latency":[0.5],"final_assistant_response_length":21}"#).unwrap();
-        let wl = Arc::new(Workload {
-            path: "w".into(),
-            content_hash: String::new(),
-            traces: wl,
-        });
-        let mut agg = Aggregator::new(wl, Warned::default());
+        let mut agg = aggregator(ONE_TURN);
         agg.handle(Event::TraceStarted {
             seq: 7,
             template: 0,
@@ -492,15 +487,7 @@ mod tests {
 
     #[test]
     fn absent_figures_stay_absent_and_the_window_is_incremental() {
-        let wl = parse("w", r#"{"num_turns":0,"input_prompt_length":10,"assistant_response_length":[],"tool_call_output_length":[],"tool_call_latency":[],"final_assistant_response_length":1}"#).unwrap();
-        let mut agg = Aggregator::new(
-            Arc::new(Workload {
-                path: "w".into(),
-                content_hash: String::new(),
-                traces: wl,
-            }),
-            Warned::default(),
-        );
+        let mut agg = aggregator(NO_TURN);
         // Nothing completed: every per-trace statistic and slope is absent.
         let empty = finish(
             Aggregator::new(agg.workload.clone(), Warned::default()),

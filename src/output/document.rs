@@ -36,7 +36,7 @@ impl Document {
                 .collect();
             // The figures and verdicts of every run, again from its records.
             for r in &mut doc.runs {
-                let summary = r.results.clone().summarize();
+                let summary = r.results.summarize();
                 r.results.figures = report::figure_map(&summary);
                 if let (false, Some(records)) = (slos.is_empty(), &r.results.records) {
                     r.slo = Some(crate::record::slo::judge(

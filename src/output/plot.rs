@@ -468,7 +468,7 @@ pub fn run_charts(r: &Results) -> Vec<Chart> {
 const CSS: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.pass{color:#070;font-weight:bold}.fail{color:#b00;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{border:1px solid #ddd}.note{color:#555;font-size:13px}";
 
 fn cell(x: Option<crate::record::stats::Interval>, d: usize) -> String {
-    x.map(|i| escape(&i.show(d))).unwrap_or_else(|| "–".into())
+    escape(&crate::record::stats::Interval::cell(x, d, true))
 }
 
 /// The HTML report of a sweep: its table and every chart, inline.
@@ -565,7 +565,17 @@ pub fn run_html(r: &Results) -> String {
 }
 
 /// Write `files` (name, content) into `dir`, created if missing; the errors.
-fn write_all(dir: &Path, files: Vec<(String, String)>) -> Vec<String> {
+fn write_all(dir: &Path, render: impl FnOnce() -> Vec<(String, String)>) -> Vec<String> {
+    // A bug drawing a chart (a panic) costs the charts, not the run's files.
+    let files = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(render)) {
+        Ok(files) => files,
+        Err(panic) => {
+            return vec![format!(
+                "charts: internal error (a bug in trie) drawing them: {}",
+                crate::error::panic_message(&panic)
+            )];
+        }
+    };
     if let Err(e) = std::fs::create_dir_all(dir) {
         return vec![format!("charts: cannot create {} ({e})", dir.display())];
     }
@@ -582,22 +592,28 @@ fn write_all(dir: &Path, files: Vec<(String, String)>) -> Vec<String> {
 
 /// Write a sweep's SVG charts and `report.html` into `dir`.
 pub fn write_sweep(dir: &Path, doc: &SweepResults) -> Vec<String> {
-    let mut files: Vec<(String, String)> = sweep_charts(doc)
-        .iter()
-        .map(|c| (format!("{}.svg", c.name), svg(c)))
-        .collect();
-    files.push(("report.html".into(), sweep_html(doc)));
-    write_all(dir, files)
+    write_all(dir, || {
+        let mut files = svg_files(&sweep_charts(doc));
+        files.push(("report.html".into(), sweep_html(doc)));
+        files
+    })
 }
 
 /// Write a run's SVG charts and `report.html` into `dir`.
 pub fn write_run(dir: &Path, r: &Results) -> Vec<String> {
-    let mut files: Vec<(String, String)> = run_charts(r)
+    write_all(dir, || {
+        let mut files = svg_files(&run_charts(r));
+        files.push(("report.html".into(), run_html(r)));
+        files
+    })
+}
+
+/// Each chart as (`NAME.svg`, its SVG).
+fn svg_files(charts: &[Chart]) -> Vec<(String, String)> {
+    charts
         .iter()
         .map(|c| (format!("{}.svg", c.name), svg(c)))
-        .collect();
-    files.push(("report.html".into(), run_html(r)));
-    write_all(dir, files)
+        .collect()
 }
 
 #[cfg(test)]

@@ -254,12 +254,12 @@ impl Results {
     /// The run's figures: computed again from its records
     /// ([`crate::record::records::summarize`]) when the document has them (schema 4
     /// on), else as stored.
-    pub fn summarize(self) -> Summary {
+    pub fn summarize(&self) -> Summary {
         match &self.records {
             Some(r) => {
                 crate::record::records::summarize(&self.summary, r, self.summary.wall_time_s)
             }
-            None => self.summary,
+            None => self.summary.clone(),
         }
     }
 

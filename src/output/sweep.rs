@@ -314,18 +314,9 @@ impl SweepResults {
 pub fn tables(doc: &SweepResults) -> String {
     use crate::output::report::{right, table};
     use prettytable::{Cell, Row};
-    let show = |i: Option<Interval>, d: usize| {
-        i.map(|i| i.show(d))
-            .unwrap_or_else(|| crate::output::report::ABSENT.to_string())
-    };
+    let show = |i: Option<Interval>, d: usize| Interval::cell(i, d, true);
     // Without the cv, to fit the SLO table in 120 columns.
-    let brief = |i: Option<Interval>, d: usize| match i {
-        Some(i) => match i.half_width {
-            Some(h) => format!("{:.d$} ± {h:.d$}", i.mean),
-            None => format!("{:.d$}", i.mean),
-        },
-        None => crate::output::report::ABSENT.to_string(),
-    };
+    let brief = |i: Option<Interval>, d: usize| Interval::cell(i, d, false);
     let verdict = |p: Option<bool>| match p {
         Some(true) => "pass",
         Some(false) => "FAIL",

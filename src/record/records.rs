@@ -97,14 +97,16 @@ impl RequestRow {
             .map_or(self.expected_prompt_tokens, |u| u.prompt_tokens)
     }
 
-    /// Cached prompt tokens the server reported (0 when absent).
-    pub fn cached_tokens(&self) -> u64 {
-        self.usage.and_then(|u| u.cached_tokens).unwrap_or(0)
+    /// Cached prompt tokens as the server reported them (`None`: not
+    /// reported).
+    pub fn reported_cached(&self) -> Option<u64> {
+        self.usage.and_then(|u| u.cached_tokens)
     }
 
-    /// Whether the server reported cached tokens.
-    pub fn reports_cached(&self) -> bool {
-        self.usage.is_some_and(|u| u.cached_tokens.is_some())
+    /// Cached prompt tokens for sums (0 when not reported; a trace none of
+    /// whose requests reported them has no hit rate at all).
+    pub fn cached_tokens(&self) -> u64 {
+        self.reported_cached().unwrap_or(0)
     }
 
     /// End, seconds since the run started.
@@ -234,11 +236,6 @@ impl Records {
         if list.len() < EXAMPLES {
             list.push(message);
         }
-    }
-
-    /// A trace started.
-    pub fn trace_started(&mut self, row: TraceRow) {
-        self.traces.push(row);
     }
 
     /// Trace `seq` ended at `at_s` (seconds since the start); `index` finds
@@ -376,7 +373,7 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
         decode_tps: rcol(&RequestRow::decode_tps),
         latency_s: rcol(&|r| Some(r.latency_s)),
         prompt_tokens: rcol(&|r| Some(r.prompt_tokens() as f64)),
-        cached_tokens: rcol(&|r| r.usage.and_then(|u| u.cached_tokens).map(|c| c as f64)),
+        cached_tokens: rcol(&|r| r.reported_cached().map(|c| c as f64)),
         completion_tokens: rcol(&|r| Some(r.completion_tokens() as f64)),
     };
 
@@ -471,7 +468,7 @@ fn trace_record(t: &TraceRow, reqs: &[&RequestRow]) -> TraceRecord {
         (e.saturating_add(eligible), h.saturating_add(hit))
     });
     // A server that never reports cached tokens has no hit rate (not 0 %).
-    let reported = reqs.iter().any(|r| r.reports_cached());
+    let reported = reqs.iter().any(|r| r.reported_cached().is_some());
     let pct = |num: u64, den: u64| (reported && den > 0).then(|| 100.0 * num as f64 / den as f64);
     let out: Vec<u64> = reqs.iter().map(|r| r.completion_tokens()).collect();
     let end_s = t.end_s.unwrap_or(t.start_s);

@@ -188,7 +188,7 @@ pub fn request_value(r: &RequestRow, metric: &str) -> Option<f64> {
         "decode_tps" => r.decode_tps(),
         "latency_s" => Some(r.latency_s),
         "prompt_tokens" => Some(r.prompt_tokens() as f64),
-        "cached_tokens" => r.usage.and_then(|u| u.cached_tokens).map(|c| c as f64),
+        "cached_tokens" => r.reported_cached().map(|c| c as f64),
         "completion_tokens" => Some(r.completion_tokens() as f64),
         _ => None,
     }

@@ -70,15 +70,21 @@ impl Interval {
         self.low() <= other.high() && other.low() <= self.high()
     }
 
-    /// `mean ± half-width (cv x %)`, or the mean alone with one trial.
-    pub fn show(&self, decimals: usize) -> String {
-        match (self.half_width, self.cv_pct) {
+    /// `mean ± half-width (cv x %)`, or the mean alone with one trial;
+    /// without the cv when `cv` is false (narrow tables).
+    pub fn show(&self, decimals: usize, cv: bool) -> String {
+        match (self.half_width, self.cv_pct.filter(|_| cv)) {
             (Some(h), Some(cv)) => {
                 format!("{:.decimals$} ± {h:.decimals$} (cv {cv:.1}%)", self.mean)
             }
             (Some(h), None) => format!("{:.decimals$} ± {h:.decimals$}", self.mean),
             _ => format!("{:.decimals$}", self.mean),
         }
+    }
+
+    /// [`Interval::show`] of `i`, or the absent mark `–`.
+    pub fn cell(i: Option<Interval>, decimals: usize, cv: bool) -> String {
+        i.map_or_else(|| "–".to_string(), |i| i.show(decimals, cv))
     }
 }
 
@@ -228,7 +234,9 @@ mod tests {
         let want = 3.182_446_305 * (8.0f64 / 3.0).sqrt() / 2.0;
         assert!((i.half_width.unwrap() - want).abs() < 1e-6);
         assert!((i.cv_pct.unwrap() - 100.0 * (8.0f64 / 3.0).sqrt() / 12.0).abs() < 1e-9);
-        assert_eq!(i.show(1), format!("12.0 ± {want:.1} (cv 13.6%)"));
+        assert_eq!(i.show(1, true), format!("12.0 ± {want:.1} (cv 13.6%)"));
+        assert_eq!(i.show(1, false), format!("12.0 ± {want:.1}"));
+        assert_eq!(Interval::cell(None, 1, true), "–");
         // One trial: the mean, no interval; none: absent.
         let one = Interval::of(&[5.0], 0.95).unwrap();
         assert_eq!(

@@ -322,7 +322,7 @@ fn warmups_are_discarded_and_the_cache_is_reset_before_each_run() {
 }
 
 #[test]
-fn a_server_without_a_reset_endpoint_is_warned_about_and_recorded() {
+fn a_reset_names_every_way_that_failed_and_the_sim_resets() {
     let (sim, _rx) = fast_sim(fast());
     // The sim answers 404 for SGLang's and llama.cpp's endpoints; only
     // vLLM's works. Point a sweep at a path prefix the sim does not serve.
