@@ -1,5 +1,5 @@
 //! The stop token: one flag that, once set, stays set, wakes every sleeper
-//! at once and shuts down every HTTP agent registered with it (which breaks
+//! at once and shuts down every HTTP client registered with it (which breaks
 //! off blocked connects and reads). Ctrl+C and SIGTERM set the process's
 //! token; a run sets its own at the deadline. Every blocking wait in trie
 //! (sleeps, backoffs, HTTP calls, waiting for a FIFO's reader) watches one,
@@ -17,8 +17,8 @@ struct Inner {
     /// Dropped when the token is set: every receiver wakes with a disconnect.
     tx: Mutex<Option<Sender<()>>>,
     rx: Receiver<()>,
-    /// Agents to shut down when the token is set.
-    agents: Mutex<Vec<ureq::Agent>>,
+    /// What to call when the token is set (shut HTTP clients down).
+    hooks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     /// Tokens set together with this one (a run's token follows the
     /// process's interrupt).
     followers: Mutex<Vec<Stop>>,
@@ -48,21 +48,21 @@ impl Stop {
             set: AtomicBool::new(false),
             tx: Mutex::new(Some(tx)),
             rx,
-            agents: Mutex::new(Vec::new()),
+            hooks: Mutex::new(Vec::new()),
             followers: Mutex::new(Vec::new()),
         }))
     }
 
-    /// Set the token: wake every sleeper, shut down every registered agent,
+    /// Set the token: wake every sleeper, call every hook (shutting HTTP clients down),
     /// set every follower. Idempotent.
     pub fn trigger(&self) {
         if self.0.set.swap(true, Ordering::SeqCst) {
             return;
         }
         self.0.tx.lock().take();
-        let agents = std::mem::take(&mut *self.0.agents.lock());
-        for a in agents {
-            a.shutdown();
+        let hooks = std::mem::take(&mut *self.0.hooks.lock());
+        for h in hooks {
+            h();
         }
         let followers = std::mem::take(&mut *self.0.followers.lock());
         for f in followers {
@@ -104,12 +104,19 @@ impl Stop {
 
     /// Shut `agent` down when the token is set (at once if it already is).
     pub fn watch(&self, agent: &ureq::Agent) {
-        let mut agents = self.0.agents.lock();
+        let agent = agent.clone();
+        self.on_stop(move || agent.shutdown());
+    }
+
+    /// Call `hook` when the token is set (at once if it already is): how
+    /// HTTP clients are shut down.
+    pub fn on_stop(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut hooks = self.0.hooks.lock();
         if self.is_set() {
-            drop(agents);
-            agent.clone().shutdown();
+            drop(hooks);
+            hook();
         } else {
-            agents.push(agent.clone());
+            hooks.push(Box::new(hook));
         }
     }
 

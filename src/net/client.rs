@@ -1,9 +1,12 @@
 //! The blocking HTTP client. [`Http`] holds what a run's clients share (the
-//! ureq configuration, the resolver, the URL and key); each slot gets its
-//! own [`Client`], an agent whose pool holds that slot's one kept-alive
-//! connection, so no lock or pool scan is shared between slots on the timed
-//! path. Every agent is registered with a [`Stop`], which shuts them all at
-//! the deadline or on Ctrl+C.
+//! target, the ureq configuration, the resolver, the key); each slot gets
+//! its own [`Client`], which holds that slot's one kept-alive connection, so
+//! no lock or pool scan is shared between slots on the timed path. On a
+//! plain-HTTP endpoint every request goes through trie's own HTTP/1.1
+//! ([`crate::net::http1`]); on `https` (and for other hosts) through a
+//! ureq agent. Both end in the same `Client::answer`. Every client is
+//! registered with a [`Stop`], which shuts them all at the deadline or on
+//! Ctrl+C.
 //!
 //! A request reads its stream line by line and takes each line's timestamp
 //! before parsing. The end of a response is stamped when `data: [DONE]` is
@@ -13,6 +16,7 @@
 //! reply text and bodies are capped, so no server can make trie allocate
 //! without bound.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use ureq::unversioned::transport::{Connector, NextTimeout, RustlsConnector};
 
+use crate::net::http1::{self, Http1, SendError, Target};
 use crate::net::sse::{self, ChunkMark, ServerTimings, Stream, StreamError, Usage};
 use crate::net::transport::{DirectConnector, ReadWindow, Request};
 use crate::stop::Stop;
@@ -192,9 +197,13 @@ pub struct Http {
     preflight_config: ureq::config::Config,
     resolver: SharedResolver,
     completions_url: Arc<str>,
+    /// The completions route when it is plain HTTP (trie's own client).
+    target: Option<Arc<Target>>,
     auth: Option<Arc<str>>,
     stream: bool,
     max_line: usize,
+    timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl Http {
@@ -209,39 +218,63 @@ impl Http {
         connect_timeout: Duration,
         max_line: usize,
     ) -> Http {
+        let completions_url = format!("{endpoint}/completions");
         Http {
             config: agent_config(timeout, connect_timeout),
             preflight_config: agent_config(connect_timeout, connect_timeout),
             resolver: SharedResolver::default(),
-            completions_url: format!("{endpoint}/completions").into(),
+            target: Target::parse(&completions_url).map(Arc::new),
+            completions_url: completions_url.into(),
             auth: api_key
                 .filter(|k| !k.is_empty())
                 .map(|k| format!("Bearer {k}").into()),
             stream,
             max_line,
+            timeout,
+            connect_timeout,
         }
     }
 
     /// A client with its own agent, shut down by `stop`.
     pub fn client(&self, stop: &Stop) -> Client {
-        self.make(self.config.clone(), stop)
+        self.make(self.config.clone(), self.timeout, stop)
     }
 
     /// A client whose requests time out after the connect timeout (the
     /// preflight's), shut down by `stop`.
     pub fn preflight_client(&self, stop: &Stop) -> Client {
-        self.make(self.preflight_config.clone(), stop)
+        self.make(self.preflight_config.clone(), self.connect_timeout, stop)
     }
 
-    fn make(&self, config: ureq::config::Config, stop: &Stop) -> Client {
+    fn make(&self, config: ureq::config::Config, timeout: Duration, stop: &Stop) -> Client {
         let agent = ureq::Agent::with_parts(
             config,
             ().chain(DirectConnector).chain(RustlsConnector::default()),
             self.resolver.clone(),
         );
+        let own = self.target.as_ref().map(|target| {
+            // ureq's headers, in the same order, so both paths send the same.
+            let mut fixed = format!(
+                "User-Agent: trie/{}\r\nAccept: */*\r\nAccept-Encoding: identity\r\n",
+                env!("CARGO_PKG_VERSION")
+            );
+            if let Some(auth) = &self.auth {
+                fixed.push_str(&format!("Authorization: {auth}\r\n"));
+            }
+            Http1::new(
+                target.clone(),
+                fixed,
+                timeout,
+                self.connect_timeout.min(timeout),
+            )
+        });
+        if let Some(shut) = own.as_ref().map(Http1::shut) {
+            stop.on_stop(move || shut.shutdown());
+        }
         stop.watch(&agent);
         Client {
             agent,
+            own: own.map(RefCell::new),
             completions_url: self.completions_url.clone(),
             auth: self.auth.clone(),
             stream: self.stream,
@@ -253,6 +286,22 @@ impl Http {
 /// The status and body (at most 1 MiB, lossy UTF-8) of a small answer; a
 /// redirect is a failure naming its `Location`.
 fn small_answer(
+    status: u16,
+    location: Option<&str>,
+    reader: &mut impl Read,
+) -> Result<(u16, String), Failure> {
+    if (300..400).contains(&status) {
+        return Err(status_failure(status, location, reader));
+    }
+    let mut bytes = Vec::new();
+    Read::take(reader, 1 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(io_failure)?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// [`small_answer`] of a ureq response.
+fn small_ureq_answer(
     resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<(u16, String), Failure> {
     let resp = resp.map_err(|e| map_error(&e))?;
@@ -262,15 +311,11 @@ fn small_answer(
         .get("location")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut reader = resp.into_body().into_reader();
-    if (300..400).contains(&status) {
-        return Err(status_failure(status, location.as_deref(), &mut reader));
-    }
-    let mut bytes = Vec::new();
-    Read::take(&mut reader, 1 << 20)
-        .read_to_end(&mut bytes)
-        .map_err(io_failure)?;
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    small_answer(
+        status,
+        location.as_deref(),
+        &mut resp.into_body().into_reader(),
+    )
 }
 
 /// Each connection's input and output buffer.
@@ -303,6 +348,8 @@ fn agent_config(timeout: Duration, connect_timeout: Duration) -> ureq::config::C
 /// One slot's HTTP client.
 pub struct Client {
     agent: ureq::Agent,
+    /// Completions on a plain-HTTP endpoint go through trie's own client.
+    own: Option<RefCell<Http1>>,
     completions_url: Arc<str>,
     auth: Option<Arc<str>>,
     stream: bool,
@@ -359,7 +406,26 @@ impl Client {
     /// redirect is a failure naming its `Location`.
     pub fn get(&self, url: &str) -> Result<(u16, String), Failure> {
         let _request = Request::start();
-        small_answer(self.authorized(self.agent.get(url)).call())
+        if let Some(answer) = self.own_small("GET", url, None) {
+            return answer;
+        }
+        small_ureq_answer(self.authorized(self.agent.get(url)).call())
+    }
+
+    /// A small request on trie's own client, when `url` is on its host.
+    fn own_small(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&[u8]>,
+    ) -> Option<Result<(u16, String), Failure>> {
+        let mut own = self.own.as_ref()?.borrow_mut();
+        let path = own.target().path_of(url)?.to_string();
+        let mut sent = Instant::now();
+        Some(match own.send(method, &path, body, &[], &mut sent) {
+            Ok(mut r) => small_answer(r.status, r.location.as_deref(), &mut r.body),
+            Err(e) => Err(send_failure(e)),
+        })
     }
 
     /// `req` with the API key, when there is one.
@@ -374,7 +440,10 @@ impl Client {
     /// as [`Client::get`] is.
     pub fn post_empty(&self, url: &str) -> Result<(u16, String), Failure> {
         let _request = Request::start();
-        small_answer(self.authorized(self.agent.post(url)).send_empty())
+        if let Some(answer) = self.own_small("POST", url, Some(&[])) {
+            return answer;
+        }
+        small_ureq_answer(self.authorized(self.agent.post(url)).send_empty())
     }
 
     /// Whether requests stream.
@@ -394,6 +463,26 @@ impl Client {
         // The connection's deadline ends with the request (it may idle in
         // the pool longer than the timeout before the next one).
         let _request = Request::start();
+        if let Some(own) = &self.own {
+            let mut own = own.borrow_mut();
+            let http1::Response {
+                status,
+                content_type,
+                location,
+                mut body,
+            } = own
+                .completions(body, routing_key, sent)
+                .map_err(send_failure)?;
+            let start = *sent;
+            return self.answer(
+                status,
+                &content_type,
+                location.as_deref(),
+                &mut body,
+                start,
+                expect,
+            );
+        }
         let req = self.authorized(
             self.agent
                 .post(&*self.completions_url)
@@ -418,15 +507,36 @@ impl Client {
             .to_ascii_lowercase();
         let location = header("location");
         let mut reader = BufReader::with_capacity(32 * 1024, resp.into_body().into_reader());
+        self.answer(
+            status,
+            &content_type,
+            location.as_deref(),
+            &mut reader,
+            start,
+            expect,
+        )
+    }
+
+    /// Read a response whose head says `status`, `content_type` (lowercase)
+    /// and `location`, from its body `reader`.
+    fn answer(
+        &self,
+        status: u16,
+        content_type: &str,
+        location: Option<&str>,
+        reader: &mut impl BufRead,
+        start: Instant,
+        expect: Expect,
+    ) -> Result<Reply, Failure> {
         let mut window = ReadWindow::closed();
         if status != 200 {
             window.open(AFTER_ANSWER);
-            return Err(status_failure(status, location.as_deref(), &mut reader));
+            return Err(status_failure(status, location, reader));
         }
         if content_type.starts_with("text/html") {
             window.open(AFTER_ANSWER);
             let mut text = String::new();
-            let _ = (&mut reader).take(2048).read_to_string(&mut text);
+            let _ = reader.take(2048).read_to_string(&mut text);
             return Err(Failure::new(
                 FailureKind::Malformed,
                 format!(
@@ -436,12 +546,33 @@ impl Client {
             ));
         }
         let reply = if self.stream && !content_type.starts_with("application/json") {
-            read_stream(&mut reader, start, self.max_line, expect.max_text_bytes)
+            read_stream(reader, start, self.max_line, expect.max_text_bytes)
         } else {
-            read_whole(&mut reader, start, self.max_line, expect.max_text_bytes)
+            read_whole(reader, start, self.max_line, expect.max_text_bytes)
         }?;
         check_usage(reply.usage, expect)?;
         Ok(reply)
+    }
+}
+
+/// The failure of a request that got no response head.
+fn send_failure(e: SendError) -> Failure {
+    let failure = match e {
+        SendError::Connect(io) => client_shortage(&io).unwrap_or_else(|| {
+            let kind = if io.kind() == std::io::ErrorKind::TimedOut {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Connect
+            };
+            Failure::new(kind, format!("connect: {io}"))
+        }),
+        SendError::Io(io) => io_failure(io),
+        SendError::Protocol(m) => Failure::new(FailureKind::Malformed, m),
+        SendError::Stopped => Failure::new(FailureKind::Cancelled, "run stopped"),
+    };
+    Failure {
+        before_response: true,
+        ..failure
     }
 }
 

@@ -1,4 +1,4 @@
-//! trie's own TCP transport under ureq: a read costs one `read` syscall.
+//! trie's own TCP transport: a read costs one `read` syscall.
 //!
 //! ureq's TCP transport re-arms the socket's receive timeout before every
 //! read (its global timeout shrinks as time passes), so every streamed
@@ -255,70 +255,75 @@ impl Connector<()> for DirectConnector {
         // One budget for every address of the host, not one each.
         let deadline = (!details.timeout.after.is_not_happening())
             .then(|| Instant::now() + *details.timeout.after);
-        let mut last = None;
-        for addr in details.addrs.iter() {
-            let attempt = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) => {
-                        TcpStream::connect_timeout(addr, left.max(Duration::from_millis(10)))
-                    }
-                    None => break,
-                },
-                None => TcpStream::connect(addr),
-            };
-            match attempt {
-                Ok(stream) => {
-                    if details.config.no_delay() {
-                        stream.set_nodelay(true)?;
-                    }
-                    let guard = Arc::new(Guard::new(stream));
-                    (details.register_shutdown)(Arc::downgrade(&guard) as Weak<dyn ShutdownHandle>)?;
-                    let config = details.config;
-                    return Ok(Some(Direct {
-                        guard,
-                        armed: None,
-                        buffers: LazyBuffers::new(
-                            config.input_buffer_size(),
-                            config.output_buffer_size(),
-                        ),
-                    }));
-                }
-                Err(e) => last = Some(e),
-            }
+        if details.addrs.is_empty() {
+            return Err(ureq::Error::HostNotFound);
         }
-        Err(match last {
-            Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+        let stream = connect(&details.addrs, deadline).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
                 ureq::Error::Timeout(ureq::Timeout::Connect)
+            } else {
+                e.into()
             }
-            None if deadline.is_some() => ureq::Error::Timeout(ureq::Timeout::Connect),
-            Some(e) => e.into(),
-            None => ureq::Error::HostNotFound,
-        })
+        })?;
+        let watched = Watched::new(stream);
+        (details.register_shutdown)(watched.handle())?;
+        let config = details.config;
+        Ok(Some(Direct {
+            watched,
+            buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
+        }))
     }
 }
 
-/// A connection whose deadlines the watchdog enforces.
+/// A socket whose deadlines the watchdog enforces: what ureq's [`Direct`]
+/// and trie's own HTTP/1.1 path ([`crate::net::http1`]) share.
 #[derive(Debug)]
-pub struct Direct {
+pub struct Watched {
     guard: Arc<Guard>,
     /// The deadline registered with the watchdog, and its generation.
     armed: Option<(Instant, u64)>,
-    buffers: LazyBuffers,
 }
 
-impl Direct {
-    /// Register the deadline of an I/O call given `timeout` (and this
-    /// thread's read window); `Err` when it has passed already.
-    fn deadline(&mut self, timeout: &NextTimeout) -> Result<(), ureq::Error> {
+/// The deadline of an I/O call passed before it began.
+#[derive(Debug)]
+pub struct Expired;
+
+impl Watched {
+    /// Watch `stream` (which no one else reads or writes).
+    pub fn new(stream: TcpStream) -> Watched {
+        Watched {
+            guard: Arc::new(Guard::new(stream)),
+            armed: None,
+        }
+    }
+
+    /// The socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.guard.stream
+    }
+
+    /// What shuts the socket down from another thread (a stop).
+    pub fn handle(&self) -> Weak<dyn ShutdownHandle> {
+        Arc::downgrade(&self.guard) as Weak<dyn ShutdownHandle>
+    }
+
+    /// Whether the watchdog shut the socket down at a deadline.
+    pub fn fired(&self) -> bool {
+        self.guard.fired.load(Ordering::Acquire)
+    }
+
+    /// Register the deadline of an I/O call: `budget` (the request's), or
+    /// this thread's read window when sooner; `Err` when it has passed.
+    /// Costs a clock read and an atomic load unless the deadline moved.
+    pub fn watch(&mut self, budget: Option<Instant>) -> Result<(), Expired> {
         let now = Instant::now();
-        let budget = (!timeout.after.is_not_happening()).then(|| now + *timeout.after);
         let window = READ_DEADLINE.with(Cell::get);
         let at = match (budget, window) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         if at.is_some_and(|at| at <= now) {
-            return Err(ureq::Error::Timeout(timeout.reason));
+            return Err(Expired);
         }
         CURRENT.with(|c| {
             let mut c = c.borrow_mut();
@@ -347,19 +352,117 @@ impl Direct {
         Ok(())
     }
 
+    /// One `read` into `buf`; a read the watchdog broke off is `TimedOut`.
+    pub fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match (&self.guard.stream).read(buf) {
+                Ok(0) if self.fired() => return Err(timed_out()),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) if self.fired() => return Err(timed_out()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Write all of `bytes`; a write the watchdog broke off is `TimedOut`.
+    pub fn write_all(&self, bytes: &[u8]) -> std::io::Result<()> {
+        (&self.guard.stream)
+            .write_all(bytes)
+            .map_err(|e| if self.fired() { timed_out() } else { e })
+    }
+
+    /// Whether a kept-alive connection can carry another request: one
+    /// non-blocking peek; nothing waiting means open; bytes nobody asked
+    /// for, an end of stream or an error mean closed.
+    pub fn is_open(&self) -> bool {
+        if self.fired() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: a valid socket and a one-byte buffer that outlives the call.
+        let n = unsafe {
+            libc::recv(
+                self.guard.stream.as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.guard.disarm();
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the request's time ran out (--timeout)",
+    )
+}
+
+/// Connect to the first of `addrs` that answers, within one budget for
+/// all of them (none: no limit), with Nagle off.
+pub fn connect(
+    addrs: &[std::net::SocketAddr],
+    deadline: Option<Instant>,
+) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in addrs {
+        let attempt = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) => TcpStream::connect_timeout(addr, left.max(Duration::from_millis(10))),
+                None => break,
+            },
+            None => TcpStream::connect(addr),
+        };
+        match attempt {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => e,
+        None if deadline.is_some() => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer within --connect-timeout",
+        ),
+        None => std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address"),
+    })
+}
+
+/// A connection of ureq's whose deadlines the watchdog enforces.
+#[derive(Debug)]
+pub struct Direct {
+    watched: Watched,
+    buffers: LazyBuffers,
+}
+
+impl Direct {
+    /// Register the deadline of an I/O call given `timeout` (and this
+    /// thread's read window); `Err` when it has passed already.
+    fn deadline(&mut self, timeout: &NextTimeout) -> Result<(), ureq::Error> {
+        let budget = (!timeout.after.is_not_happening()).then(|| Instant::now() + *timeout.after);
+        self.watched
+            .watch(budget)
+            .map_err(|Expired| ureq::Error::Timeout(timeout.reason))
+    }
+
     /// An I/O error, or the timeout it really is.
-    fn failed(&self, e: std::io::Error, reason: ureq::Timeout) -> ureq::Error {
-        if self.guard.fired.load(Ordering::Acquire) {
+    fn failed(e: std::io::Error, reason: ureq::Timeout) -> ureq::Error {
+        if e.kind() == std::io::ErrorKind::TimedOut {
             ureq::Error::Timeout(reason)
         } else {
             e.into()
         }
-    }
-}
-
-impl Drop for Direct {
-    fn drop(&mut self) {
-        self.guard.disarm();
     }
 }
 
@@ -372,46 +475,25 @@ impl Transport for Direct {
         let timeout = timeout.for_write();
         self.deadline(&timeout)?;
         let output = &self.buffers.output()[..amount];
-        (&self.guard.stream)
+        self.watched
             .write_all(output)
-            .map_err(|e| self.failed(e, timeout.reason))
+            .map_err(|e| Direct::failed(e, timeout.reason))
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         let timeout = timeout.for_read();
         self.deadline(&timeout)?;
         let input = self.buffers.input_append_buf();
-        let amount = loop {
-            match (&self.guard.stream).read(input) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.failed(e, timeout.reason)),
-            }
-        };
-        if amount == 0 && self.guard.fired.load(Ordering::Acquire) {
-            return Err(ureq::Error::Timeout(timeout.reason));
-        }
+        let amount = self
+            .watched
+            .read(input)
+            .map_err(|e| Direct::failed(e, timeout.reason))?;
         self.buffers.input_appended(amount);
         Ok(amount > 0)
     }
 
     fn is_open(&mut self) -> bool {
-        if self.guard.fired.load(Ordering::Acquire) {
-            return false;
-        }
-        // One non-blocking peek: nothing waiting means open; bytes nobody
-        // asked for, an end of stream or an error mean closed.
-        let mut b = [0u8; 1];
-        // SAFETY: a valid socket and a one-byte buffer that outlives the call.
-        let n = unsafe {
-            libc::recv(
-                self.guard.stream.as_raw_fd(),
-                b.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+        self.watched.is_open()
     }
 
     fn is_tls(&self) -> bool {
@@ -469,8 +551,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(3)))
             .unwrap();
         let mut d = Direct {
-            guard: Arc::new(Guard::new(client)),
-            armed: None,
+            watched: Watched::new(client),
             buffers: LazyBuffers::new(1024, 1024),
         };
         let timeout = || NextTimeout {
