@@ -30,7 +30,7 @@
 //! # Bird's-eye view
 //!
 //! ```text
-//! feeder ──Job{seq, template}──▶ crossbeam channel ──▶ slot 1..N (OS threads, blocking ureq, SSE)
+//! feeder ──Job{seq, template}──▶ crossbeam channel ──▶ slot 1..N (OS threads, blocking HTTP/1.1, SSE)
 //!                                                         │  │ reply texts ⇄ counts
 //!                                                         │  └──▶ tokenizer workers (one per core)
 //!                                                         │  Event (timestamps, usage, failures)
@@ -81,11 +81,15 @@
 //! - [`text`] — [`text::tokenizer`] (resolution, and the worker threads that
 //!   count during a run) and [`text::prompt`] (exact synthetic text: words
 //!   that are one token each).
-//! - [`net`] — [`net::client`] (per-slot ureq agents; one request streamed
+//! - [`net`] — [`net::client`] (one client per slot; one request streamed
 //!   line by line, its end stamped at `[DONE]`, everything a server sends
-//!   capped), [`net::transport`] (the TCP transport under ureq: one `read`
-//!   per chunk, deadlines enforced by a watchdog thread) and [`net::sse`]
-//!   (pure parsing of SSE lines and chunks).
+//!   capped), [`net::http1`] (trie's own HTTP/1.1 for plain-HTTP endpoints:
+//!   one kept-alive connection per slot, chunked framing stripped in its one
+//!   buffer; `https` goes through ureq), [`net::transport`] (the sockets
+//!   under both: one `read` per chunk, deadlines enforced by a watchdog
+//!   thread), [`net::sse`] (pure parsing of SSE lines and chunks) and
+//!   [`net::scan`] (the small exact scanner for the common token chunk;
+//!   anything else goes to serde).
 //! - [`record`] — what a run observed, and the pure math over it:
 //!   [`record::event`] (what slots send), [`record::records`] (the raw rows
 //!   and [`record::records::summarize`], the one function from rows to every

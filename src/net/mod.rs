@@ -4,5 +4,6 @@
 
 pub mod client;
 pub mod http1;
+pub mod scan;
 pub mod sse;
 pub mod transport;

@@ -132,8 +132,22 @@ pub struct Chunk<'a> {
     pub chat_shaped: bool,
 }
 
-/// Parse one JSON chunk.
+/// Parse one JSON chunk: the common token chunk through the small scanner
+/// of [`crate::net::scan`], anything else through serde.
 pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
+    if let Some(s) = crate::net::scan::scan(data) {
+        return Ok(Chunk {
+            has_choice: s.has_choice,
+            text: s.text,
+            finish_reason: s.finish_reason,
+            ..Chunk::default()
+        });
+    }
+    parse_chunk_serde(data)
+}
+
+/// [`parse_chunk`] by serde alone.
+pub fn parse_chunk_serde(data: &[u8]) -> Result<Chunk<'_>, String> {
     let raw: RawChunk =
         serde_json::from_slice(data).map_err(|e| format!("malformed chunk: {e}"))?;
     if let Some(err) = raw.error {
@@ -397,5 +411,100 @@ data: [DONE]\n\n";
         assert_eq!(classify(b"data: [DONE]\r\n"), Line::Done);
         assert_eq!(classify(b"data:{}\n"), Line::Data(b"{}"));
         assert_eq!(classify(b"event: x\n"), Line::Other);
+    }
+
+    /// Chunks as engines send them, and shapes the scanner must decline.
+    const SHAPES: &[&str] = &[
+        r#"{"id":"cmpl-0","object":"text_completion","created":1795552825,"model":"trie-sim","choices":[{"index":0,"text":" cop","logprobs":null,"finish_reason":null}]}"#,
+        r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"a\n\"b\"\\ \u00e9\ud83d\ude00 \/ \t","logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":null}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":3}}}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"text":"a"},{"index":1,"text":"b"}]}"#,
+        r#"{"choices":[{"index":1,"text":"b"}]}"#,
+        r#"{"error":{"message":"boom","code":500}}"#,
+        r#"{"choices":[{"text":"x","index":0,"finish_reason":"stop"}],"timings":{"cache_n":1,"prompt_n":2,"prompt_ms":1.5,"predicted_n":3,"predicted_ms":2e1}}"#,
+        r#" { "choices" : [ { "text" : null , "index" : null , "x" : [1, -2.5e-3, true, false, {"y": [[]]}] } ] } "#,
+        r#"{"choices":null,"error":null,"timings":null}"#,
+    ];
+
+    /// Where the scanner answers, serde gives the same chunk.
+    fn agrees(data: &[u8]) -> bool {
+        let Some(fast) = crate::net::scan::scan(data) else {
+            return false;
+        };
+        let slow = parse_chunk_serde(data).unwrap_or_else(|e| {
+            panic!(
+                "scanner read {:?}, serde refused: {e}",
+                String::from_utf8_lossy(data)
+            )
+        });
+        assert_eq!(
+            (fast.has_choice, &fast.text, &fast.finish_reason),
+            (slow.has_choice, &slow.text, &slow.finish_reason),
+            "{:?}",
+            String::from_utf8_lossy(data)
+        );
+        assert!(slow.usage.is_none() && slow.timings.is_none() && !slow.chat_shaped);
+        true
+    }
+
+    #[test]
+    fn the_scanner_reads_token_chunks_as_serde_does_and_declines_the_rest() {
+        let fixture = FIXTURE
+            .split(|&b| b == b'\n')
+            .filter_map(|l| match classify(l) {
+                Line::Data(d) => Some(d),
+                _ => None,
+            });
+        let mut read = 0;
+        for data in fixture.clone() {
+            // Token chunks go the fast way; the usage chunk to serde.
+            let token = !data.windows(7).any(|w| w == b"\"usage\"");
+            assert_eq!(agrees(data), token, "{}", String::from_utf8_lossy(data));
+            read += 1;
+        }
+        assert!(read >= 6);
+        let answered: Vec<bool> = SHAPES.iter().map(|s| agrees(s.as_bytes())).collect();
+        assert_eq!(
+            answered,
+            [
+                true, true, false, false, false, false, false, false, true, true
+            ]
+        );
+        // Mutations of every shape: deleted, repeated and replaced bytes,
+        // cut ends. Whatever the scanner answers, serde must answer alike.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let bytes = b"\"\\{}[],:0-9e.ntuflrsbE+ \x01\xc3\xa9";
+        let (mut tried, mut answered) = (0, 0);
+        for shape in SHAPES.iter().map(|s| s.as_bytes()).chain(fixture) {
+            for _ in 0..3000 {
+                let mut m = shape.to_vec();
+                for _ in 0..1 + next(3) {
+                    let at = next(m.len());
+                    match next(4) {
+                        0 => drop(m.remove(at)),
+                        1 => m.insert(at, m[at]),
+                        2 => m[at] = bytes[next(bytes.len())],
+                        _ => m.truncate(at),
+                    }
+                    if m.is_empty() {
+                        break;
+                    }
+                }
+                tried += 1;
+                answered += usize::from(agrees(&m));
+            }
+        }
+        // The mutations reach both sides of the line.
+        assert!(
+            answered > tried / 20 && answered < tried / 2,
+            "{answered} of {tried}"
+        );
     }
 }
