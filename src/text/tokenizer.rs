@@ -85,6 +85,20 @@ impl Tokenizer {
         })
     }
 
+    /// The same tokenizer keeping up to `words` merged words per thread
+    /// that uses it: only for the few [`Workers`] threads.
+    fn with_word_cache(&self, words: usize) -> Tokenizer {
+        let mut inner = self.inner.clone();
+        let mut model = inner.get_model().clone();
+        model.resize_cache(words);
+        inner.with_model(model);
+        Tokenizer {
+            inner,
+            source: self.source.clone(),
+            content_hash: self.content_hash.clone(),
+        }
+    }
+
     /// Token ids of `text`, without special tokens.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         match self.inner.encode_fast(text, false) {
@@ -111,6 +125,10 @@ impl Tokenizer {
         self.inner.get_vocab_size(true) as u32
     }
 }
+
+/// Words each [`Workers`] thread keeps merged (tokenizers' default): a
+/// few MB per thread, bounded, on a handful of threads.
+const WORKER_WORDS: usize = 10_000;
 
 /// `t` without its BPE word cache. tokenizers keeps that cache per thread
 /// (10,000 words in each): with one thread per slot (and per connection of
@@ -170,6 +188,8 @@ impl Workers {
     /// Start one worker per core (at most 16) on `tok`. Once `stop` is set,
     /// jobs not yet begun are dropped.
     pub fn start(tok: Arc<Tokenizer>, stop: Option<Stop>) -> Result<Workers> {
+        // A word cache here, where the threads are few, and nowhere else.
+        let tok = Arc::new(tok.with_word_cache(WORKER_WORDS));
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
