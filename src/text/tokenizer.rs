@@ -49,7 +49,7 @@ impl Tokenizer {
             ))
         })?;
         Ok(Tokenizer {
-            inner: without_cache(inner),
+            inner: plain(without_cache(inner)),
             source: source.to_string(),
             content_hash: crate::input::workload::fnv1a_hex(bytes),
         })
@@ -79,7 +79,7 @@ impl Tokenizer {
             .retain(|t| t["special"].as_bool().unwrap_or(true));
         let inner = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes()).ok()?;
         Some(Tokenizer {
-            inner: without_cache(inner),
+            inner: plain(without_cache(inner)),
             source: format!("{} (added tokens as text)", self.source),
             content_hash: self.content_hash.clone(),
         })
@@ -107,12 +107,36 @@ impl Tokenizer {
         }
     }
 
-    /// Number of tokens of `text`, without special tokens.
+    /// Number of tokens of `text`, without special tokens: the tokenizer's
+    /// own pipeline (added tokens, normalizer, pre-tokenizer, model), only
+    /// without building an `Encoding` (a string, offsets and five vectors
+    /// per token), which was most of a count's cost.
     pub fn count(&self, text: &str) -> usize {
         if text.is_empty() {
             return 0;
         }
-        self.encode(text).len()
+        self.pipeline_count(text)
+            .unwrap_or_else(|| self.encode(text).len())
+    }
+
+    fn pipeline_count(&self, text: &str) -> Option<usize> {
+        use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizer};
+        let t = &self.inner;
+        let mut pieces = t
+            .get_added_vocabulary()
+            .extract_and_normalize(t.get_normalizer(), text);
+        if let Some(p) = t.get_pre_tokenizer() {
+            p.pre_tokenize(&mut pieces).ok()?;
+        }
+        let model = t.get_model();
+        pieces.tokenize(|n| model.tokenize(n.get())).ok()?;
+        Some(
+            pieces
+                .get_splits(OffsetReferential::Original, OffsetType::None)
+                .iter()
+                .map(|(_, _, tokens)| tokens.as_ref().map_or(0, |t| t.len()))
+                .sum(),
+        )
     }
 
     /// Text of one token id (empty for unknown ids).
@@ -124,6 +148,15 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> u32 {
         self.inner.get_vocab_size(true) as u32
     }
+}
+
+/// `t` without the truncation or padding its tokenizer.json may set (for
+/// training): a count is of the whole text, never cut or padded.
+fn plain(mut t: tokenizers::Tokenizer) -> tokenizers::Tokenizer {
+    t.with_padding(None);
+    // Clearing truncation cannot fail (only a bad stride can).
+    let _ = t.with_truncation(None);
+    t
 }
 
 /// Words each [`Workers`] thread keeps merged (tokenizers' default): a
@@ -516,5 +549,78 @@ mod tests {
         assert!(!is_hub_id("./x/y"));
         assert!(!is_hub_id("/abs/path"));
         assert!(!is_hub_id("a/b/c"));
+    }
+
+    /// Texts that exercise a tokenizer: words, digits, punctuation, runs of
+    /// spaces and newlines, non-Latin scripts, emoji, special-token text.
+    const TEXTS: &[&str] = &[
+        " hello world",
+        "hello  world\n\n  tabs\tand\r\nlines ",
+        "1234567890 3.14159 -42 1e10 0x1F",
+        "don't won't it's 'quoted' \"double\" (paren) [bracket] {brace} a,b;c:d",
+        "naïve café résumé Ελληνικά Русский 中文字符 日本語 한국어 العربية",
+        "emoji 😀🎉👩‍💻 and symbols ∑∫√ ™ ©",
+        "<|endoftext|> between <|im_start|>user\nhi<|im_end|>",
+        "<｜begin▁of▁sentence｜>DeepSeek <｜User｜>q<｜Assistant｜>a<｜end▁of▁sentence｜>",
+        "    fn main() {\n        println!(\"{}\", x);\n    }\n",
+        "",
+        " ",
+        "a",
+    ];
+
+    /// Counting by the pipeline gives what encoding gives.
+    fn counts_agree(tok: &Tokenizer) {
+        let long: String = TEXTS.concat().repeat(7);
+        for text in TEXTS.iter().copied().chain([long.as_str()]) {
+            assert_eq!(
+                tok.count(text),
+                tok.encode(text).len(),
+                "{} on {text:?}",
+                tok.source
+            );
+            assert!(tok.pipeline_count(text).is_some());
+        }
+    }
+
+    #[test]
+    fn the_pipeline_count_is_the_encoded_length() {
+        counts_agree(&Tokenizer::from_bytes(crate::sim::BUNDLED_TOKENIZER, "bundled").unwrap());
+        let mut json: serde_json::Value =
+            serde_json::from_slice(crate::sim::BUNDLED_TOKENIZER).unwrap();
+        json["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": 8192, "content": "<|im_start|>", "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": true, "special": false
+            }));
+        counts_agree(&Tokenizer::from_bytes(json.to_string().as_bytes(), "added").unwrap());
+        // The real DeepSeek-V4 tokenizer when the kit is there.
+        let kit = std::env::var_os("TRIE_REAL_SERVER_KIT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../shared/real-server"));
+        let deepseek = kit.join("deepseek-v4/tokenizer.json");
+        if deepseek.exists() {
+            counts_agree(&Tokenizer::from_file(&deepseek).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_tokenizer_json_that_truncates_or_pads_does_not_cut_counts() {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(crate::sim::BUNDLED_TOKENIZER).unwrap();
+        json["truncation"] = serde_json::json!({
+            "direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0
+        });
+        json["padding"] = serde_json::json!({
+            "strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": null,
+            "pad_id": 0, "pad_type_id": 0, "pad_token": "<|endoftext|>"
+        });
+        let capped = Tokenizer::from_bytes(json.to_string().as_bytes(), "capped").unwrap();
+        let bundled = Tokenizer::from_bytes(crate::sim::BUNDLED_TOKENIZER, "bundled").unwrap();
+        let text = " the quick brown fox jumps over the lazy dog";
+        assert!(bundled.count(text) > 4);
+        assert_eq!(capped.count(text), bundled.count(text));
+        assert_eq!(capped.encode(text), bundled.encode(text));
     }
 }
