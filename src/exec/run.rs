@@ -625,6 +625,27 @@ fn feed_open(
     }
 }
 
+/// How long the aggregator lets events gather after a wake-up.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Log and fold one event; a panic is an internal error, not the run's end.
+fn fold(agg: &mut Aggregator, event_log: &mut Option<EventLog>, ev: Event) {
+    let handled = catch_unwind(AssertUnwindSafe(|| {
+        if let Some(log) = event_log.as_mut() {
+            log.write(&ev);
+        }
+        agg.handle(ev)
+    }));
+    if let Err(panic) = handled {
+        let message = format!(
+            "internal error (a bug in trie) in the aggregator: {}",
+            panic_message(&panic)
+        );
+        log::error!("{message}");
+        agg.internal_error(message);
+    }
+}
+
 /// The aggregator thread: fold events until every sender is gone, printing
 /// progress along the way. Also returns the event log's write error.
 fn aggregate(
@@ -647,19 +668,13 @@ fn aggregate(
     loop {
         match events.recv_deadline(next_tick.min(next_info.unwrap_or(next_tick))) {
             Ok(ev) => {
-                let handled = catch_unwind(AssertUnwindSafe(|| {
-                    if let Some(log) = event_log.as_mut() {
-                        log.write(&ev);
-                    }
-                    agg.handle(ev)
-                }));
-                if let Err(panic) = handled {
-                    let message = format!(
-                        "internal error (a bug in trie) in the aggregator: {}",
-                        panic_message(&panic)
-                    );
-                    log::error!("{message}");
-                    agg.internal_error(message);
+                fold(&mut agg, &mut event_log, ev);
+                // Let events gather: a slot's send to an aggregator that
+                // is not waiting on the channel wakes no one, so the
+                // aggregator wakes at most every GATHER, not per request.
+                std::thread::sleep(GATHER);
+                for ev in events.try_iter() {
+                    fold(&mut agg, &mut event_log, ev);
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
 };
@@ -162,22 +162,38 @@ impl Ord for Entry {
 }
 
 /// The process's deadline watchdog: one thread that owns a heap of
-/// deadlines, fed over a channel (registering one takes no lock).
+/// deadlines, fed through an inbox. Registering a deadline wakes the
+/// thread only when it is due before the thread's next wake-up (almost
+/// never: a request's deadline is later than the ones already watched),
+/// so a request costs no context switch of the watchdog's.
 struct Watchdog {
-    entries: Sender<Entry>,
+    inbox: Mutex<Inbox>,
+    wake: Condvar,
+}
+
+/// What slots hand the watchdog thread.
+struct Inbox {
+    entries: Vec<Entry>,
+    /// The thread is waiting, until this instant (`None`: for an entry).
+    waiting: Option<Option<Instant>>,
 }
 
 fn watchdog() -> &'static Watchdog {
     static W: OnceLock<Watchdog> = OnceLock::new();
     W.get_or_init(|| {
-        let (entries, rx) = crossbeam_channel::unbounded();
         let spawned = std::thread::Builder::new()
             .name("deadlines".into())
-            .spawn(move || watch(rx));
+            .spawn(|| watch(watchdog()));
         if let Err(e) = spawned {
             log::error!("cannot start the deadline thread ({e}): request timeouts will not fire");
         }
-        Watchdog { entries }
+        Watchdog {
+            inbox: Mutex::new(Inbox {
+                entries: Vec::new(),
+                waiting: None,
+            }),
+            wake: Condvar::new(),
+        }
     })
 }
 
@@ -185,58 +201,69 @@ impl Watchdog {
     /// Watch `guard` until `at`; returns the entry's generation.
     fn arm(&self, guard: &Arc<Guard>, at: Instant) -> u64 {
         let generation = guard.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let _ = self.entries.send(Entry {
+        let mut inbox = self.inbox.lock();
+        inbox.entries.push(Entry {
             at,
             generation,
             guard: Arc::downgrade(guard),
         });
+        if let Some(until) = inbox.waiting
+            && until.is_none_or(|u| at < u)
+        {
+            self.wake.notify_one();
+        }
         generation
     }
 }
 
 /// The watchdog thread: fire what is due, wait for the next deadline or
-/// a new entry.
-fn watch(entries: Receiver<Entry>) {
+/// an entry due before it.
+fn watch(w: &Watchdog) {
     let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
+    let mut inbox = w.inbox.lock();
     loop {
-        let now = Instant::now();
-        while heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
-            let Reverse(e) = heap.pop().expect("peeked");
-            let Some(g) = e.guard.upgrade() else { continue };
-            // Only the deadline still registered fires, and a disarm that
-            // came first wins.
-            let current = g.generation.compare_exchange(
-                e.generation,
-                e.generation + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-            if current.is_ok() {
-                g.fired.store(true, Ordering::Release);
-                let _ = g.stream.shutdown(Shutdown::Both);
-            }
+        heap.extend(inbox.entries.drain(..).map(Reverse));
+        MutexGuard::unlocked(&mut inbox, || fire(&mut heap));
+        if !inbox.entries.is_empty() {
+            continue;
         }
-        // Moved and disarmed deadlines stay in the heap until their time;
-        // past a few per live connection, drop them (amortized O(1)).
-        if heap.len() > 64 && heap.len() > 4 * LIVE.load(Ordering::Relaxed) {
-            heap.retain(|Reverse(e)| {
-                e.guard
-                    .upgrade()
-                    .is_some_and(|g| g.generation.load(Ordering::Acquire) == e.generation)
-            });
-        }
-        let next = match heap.peek() {
-            Some(Reverse(e)) => entries.recv_deadline(e.at),
-            None => entries.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
+        let next = heap.peek().map(|Reverse(e)| e.at);
+        inbox.waiting = Some(next);
         match next {
-            Ok(e) => {
-                heap.push(Reverse(e));
-                heap.extend(entries.try_iter().map(Reverse));
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Some(at) => drop(w.wake.wait_until(&mut inbox, at)),
+            None => w.wake.wait(&mut inbox),
         }
+        inbox.waiting = None;
+    }
+}
+
+/// Fire the due deadlines of `heap`; drop stale ones when they pile up.
+fn fire(heap: &mut BinaryHeap<Reverse<Entry>>) {
+    let now = Instant::now();
+    while heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
+        let Reverse(e) = heap.pop().expect("peeked");
+        let Some(g) = e.guard.upgrade() else { continue };
+        // Only the deadline still registered fires, and a disarm that
+        // came first wins.
+        let current = g.generation.compare_exchange(
+            e.generation,
+            e.generation + 1,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        if current.is_ok() {
+            g.fired.store(true, Ordering::Release);
+            let _ = g.stream.shutdown(Shutdown::Both);
+        }
+    }
+    // Moved and disarmed deadlines stay in the heap until their time;
+    // past a few per live connection, drop them (amortized O(1)).
+    if heap.len() > 64 && heap.len() > 4 * LIVE.load(Ordering::Relaxed) {
+        heap.retain(|Reverse(e)| {
+            e.guard
+                .upgrade()
+                .is_some_and(|g| g.generation.load(Ordering::Acquire) == e.generation)
+        });
     }
 }
 
