@@ -567,6 +567,30 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_due_before_the_watchdogs_next_wake_up_wakes_it() {
+        // The watchdog sleeps until the far deadline; a nearer one
+        // registered after must still fire on time.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _accepted: Vec<_> = listener.incoming().take(2).collect();
+        let far = Arc::new(Guard::new(far));
+        watchdog().arm(&far, Instant::now() + Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+        let client = near.try_clone().unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let near = Arc::new(Guard::new(near));
+        let t = Instant::now();
+        watchdog().arm(&near, t + Duration::from_millis(100));
+        let n = (&client).read(&mut [0u8; 4]).unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(near.fired.load(Ordering::Acquire));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(!far.fired.load(Ordering::Acquire));
+        far.disarm();
+    }
+
+    #[test]
     fn a_request_right_after_a_finished_one_is_still_watched() {
         // Two requests on one connection within the slack: the first one's
         // end disarms its deadline, so the second must register its own.
