@@ -322,16 +322,6 @@ impl Http1 {
         if self.shut.closed() {
             return Err(SendError::Stopped);
         }
-        let start = Instant::now();
-        let budget = start.checked_add(self.timeout);
-        let mut conn = match self
-            .conn
-            .take()
-            .filter(|c| c.pos == c.end && c.sock.is_open())
-        {
-            Some(c) => c,
-            None => self.open(budget)?,
-        };
         self.out.clear();
         let t = &*self.target;
         for part in [
@@ -362,13 +352,25 @@ impl Http1 {
         if coalesce {
             self.out.extend_from_slice(body);
         }
+        // The request starts before its connection is found or made (as
+        // it did with ureq, and does for any client): a connect is part of
+        // its time to first token.
+        *sent = Instant::now();
+        let budget = sent.checked_add(self.timeout);
+        let mut conn = match self
+            .conn
+            .take()
+            .filter(|c| c.pos == c.end && c.sock.is_open())
+        {
+            Some(c) => c,
+            None => self.open(budget)?,
+        };
         conn.sock.watch(budget).map_err(|_| {
             SendError::Io(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the request's time ran out (--timeout)",
             ))
         })?;
-        *sent = Instant::now();
         conn.sock.write_all(&self.out).map_err(SendError::Io)?;
         if !coalesce {
             conn.sock.write_all(body).map_err(SendError::Io)?;
