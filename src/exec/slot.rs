@@ -456,8 +456,9 @@ fn itl_of(reply: &Reply, counted: bool, counts: Option<&[usize]>) -> (Duration, 
     metrics::itl(&times, &per_chunk)
 }
 
-/// Most immediate re-sends of one request after stale pooled connections.
-const MAX_RECONNECTS: u32 = 8;
+/// Most immediate re-sends of one request after a stale kept-alive
+/// connection: the re-send goes on a new connection, which cannot be stale.
+const MAX_RECONNECTS: u32 = 1;
 
 /// A failed attempt: the failure, when it was sent, the attempt number, and
 /// what follows.
@@ -499,7 +500,7 @@ fn send_with_retries(
         // only a bounded number of times, so a server that drops requests
         // does not get more of them.
         if failure.kind == FailureKind::Reset
-            && failure.before_response
+            && failure.stale
             && was_warm
             && attempt == 0
             && reconnects < MAX_RECONNECTS

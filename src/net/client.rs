@@ -109,8 +109,12 @@ pub struct Failure {
     /// Detail for the report (secrets removed, one line, at most 300
     /// characters).
     pub message: String,
-    /// It failed while sending, before any byte of a response came back.
-    pub before_response: bool,
+    /// It failed before any byte of a response came back, on a connection
+    /// the server may have closed since its last use (trie's own client
+    /// knows: a kept-alive one; through ureq, any failure before the
+    /// response): sending it again at once on a new connection is not a
+    /// retry.
+    pub stale: bool,
 }
 
 impl Failure {
@@ -119,7 +123,7 @@ impl Failure {
         Failure {
             kind,
             message: crate::redact::one_line(message.as_ref()),
-            before_response: false,
+            stale: false,
         }
     }
 }
@@ -491,7 +495,7 @@ impl Client {
         );
         *sent = Instant::now();
         let resp = req.send(body).map_err(|e| Failure {
-            before_response: true,
+            stale: true,
             ..map_error(&e)
         })?;
         let start = *sent;
@@ -557,7 +561,7 @@ impl Client {
 
 /// The failure of a request that got no response head.
 fn send_failure(e: SendError) -> Failure {
-    let failure = match e {
+    match e {
         SendError::Connect(io) => client_shortage(&io).unwrap_or_else(|| {
             let kind = if io.kind() == std::io::ErrorKind::TimedOut {
                 FailureKind::Timeout
@@ -567,12 +571,12 @@ fn send_failure(e: SendError) -> Failure {
             Failure::new(kind, format!("connect: {io}"))
         }),
         SendError::Io(io) => io_failure(io),
+        SendError::Stale(io) => Failure {
+            stale: true,
+            ..io_failure(io)
+        },
         SendError::Protocol(m) => Failure::new(FailureKind::Malformed, m),
         SendError::Stopped => Failure::new(FailureKind::Cancelled, "run stopped"),
-    };
-    Failure {
-        before_response: true,
-        ..failure
     }
 }
 
@@ -865,6 +869,8 @@ fn io_failure(e: std::io::Error) -> Failure {
     let kind = match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => FailureKind::Timeout,
         std::io::ErrorKind::UnexpectedEof => FailureKind::Truncated,
+        // Broken HTTP framing (trie's own client).
+        std::io::ErrorKind::InvalidData => FailureKind::Malformed,
         _ => FailureKind::Reset,
     };
     Failure::new(kind, e.to_string())

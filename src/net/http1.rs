@@ -128,6 +128,12 @@ fn resolve(host: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAdd
     })
 }
 
+/// The error of a request whose time limit passed (`--timeout`, or
+/// `--connect-timeout` for the preflight's requests).
+fn time_ran_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the request's time limit ran out")
+}
+
 /// What a stop shuts down: the client's connection of the moment, and
 /// every later one before it is used.
 #[derive(Default)]
@@ -157,6 +163,9 @@ pub enum SendError {
     Connect(io::Error),
     /// The connection failed before the response head was whole.
     Io(io::Error),
+    /// The same on a kept-alive connection before any byte of a response:
+    /// the server may have closed it since its last response.
+    Stale(io::Error),
     /// The response head is not HTTP/1.x as it must be.
     Protocol(String),
     /// The client was shut down (the run stopped).
@@ -206,12 +215,7 @@ impl Conn {
             self.end -= self.pos;
             self.pos = 0;
         }
-        self.sock.watch(budget).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the request's time ran out (--timeout)",
-            )
-        })?;
+        self.sock.watch(budget).map_err(|_| time_ran_out())?;
         let n = self.sock.read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
@@ -357,25 +361,34 @@ impl Http1 {
         // its time to first token.
         *sent = Instant::now();
         let budget = sent.checked_add(self.timeout);
-        let mut conn = match self
+        let kept = self
             .conn
             .take()
-            .filter(|c| c.pos == c.end && c.sock.is_open())
-        {
+            .filter(|c| c.pos == c.end && c.sock.is_open());
+        let reused = kept.is_some();
+        let mut conn = match kept {
             Some(c) => c,
             None => self.open(budget)?,
         };
-        conn.sock.watch(budget).map_err(|_| {
-            SendError::Io(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the request's time ran out (--timeout)",
-            ))
-        })?;
-        conn.sock.write_all(&self.out).map_err(SendError::Io)?;
+        conn.sock
+            .watch(budget)
+            .map_err(|_| SendError::Io(time_ran_out()))?;
+        let failed = |e: io::Error| {
+            if reused && e.kind() != io::ErrorKind::TimedOut {
+                SendError::Stale(e)
+            } else {
+                SendError::Io(e)
+            }
+        };
+        conn.sock.write_all(&self.out).map_err(failed)?;
         if !coalesce {
-            conn.sock.write_all(body).map_err(SendError::Io)?;
+            conn.sock.write_all(body).map_err(failed)?;
         }
-        let head = read_head(&mut conn, budget)?;
+        let head = read_head(&mut conn, budget).map_err(|e| match e {
+            // Nothing came back at all.
+            SendError::Io(e) if conn.end == 0 => failed(e),
+            e => e,
+        })?;
         let framing = head.framing;
         let keep = head.keep_alive && !matches!(framing, Framing::Close);
         Ok(Response {
@@ -497,10 +510,11 @@ fn head_end(b: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Parse a response head (status line and header lines).
+/// Parse a response head (status line and header lines). Bytes outside
+/// ASCII in values and the reason phrase are allowed (obs-text); a folded
+/// line continues the header before it (obs-fold).
 fn parse_head(text: &[u8]) -> Result<Head, SendError> {
-    let text =
-        std::str::from_utf8(text).map_err(|_| protocol("a response head that is not text"))?;
+    let text = String::from_utf8_lossy(text);
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let status_line = lines.next().unwrap_or("");
     let bad_status = || {
@@ -510,8 +524,7 @@ fn parse_head(text: &[u8]) -> Result<Head, SendError> {
         ))
     };
     let mut words = status_line.splitn(3, ' ');
-    let version = words.next().unwrap_or("");
-    let http10 = match version {
+    let http10 = match words.next().unwrap_or("") {
         "HTTP/1.1" => false,
         "HTTP/1.0" => true,
         _ => return Err(bad_status()),
@@ -520,7 +533,29 @@ fn parse_head(text: &[u8]) -> Result<Head, SendError> {
         .next()
         .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse::<u16>().ok())
+        .filter(|c| *c >= 100)
         .ok_or_else(bad_status)?;
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        if line.starts_with([' ', '\t']) {
+            let Some((_, value)) = fields.last_mut() else {
+                return Err(protocol("a response head that starts with a folded line"));
+            };
+            value.push(' ');
+            value.push_str(line.trim());
+            continue;
+        }
+        let field = line
+            .split_once(':')
+            .filter(|(name, _)| !name.is_empty() && name.bytes().all(is_token));
+        let Some((name, value)) = field else {
+            return Err(protocol(format!(
+                "a bad response header line: {}",
+                crate::redact::one_line(line)
+            )));
+        };
+        fields.push((name.to_ascii_lowercase(), value.trim().to_string()));
+    }
     let mut head = Head {
         status,
         content_type: String::new(),
@@ -530,28 +565,27 @@ fn parse_head(text: &[u8]) -> Result<Head, SendError> {
     };
     let mut length: Option<u64> = None;
     let mut chunked = None;
-    for line in lines.filter(|l| !l.is_empty()) {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(protocol(format!(
-                "a response header line without a colon: {}",
-                crate::redact::one_line(line)
-            )));
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
+    for (name, value) in &fields {
+        match name.as_str() {
             "content-type" => head.content_type = value.to_ascii_lowercase(),
-            "location" => head.location = Some(value.to_string()),
+            "location" => head.location = Some(value.clone()),
             "content-length" => {
-                let n = value.parse::<u64>().map_err(|_| {
-                    protocol(format!(
-                        "a bad Content-Length: {}",
-                        crate::redact::one_line(value)
-                    ))
-                })?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(protocol("two different Content-Length headers"));
+                // A list of one value repeated is that value.
+                for v in value.split(',').map(str::trim) {
+                    let n = Some(v)
+                        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            protocol(format!(
+                                "a bad Content-Length: {}",
+                                crate::redact::one_line(value)
+                            ))
+                        })?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(protocol("two different Content-Length values"));
+                    }
+                    length = Some(n);
                 }
-                length = Some(n);
             }
             "transfer-encoding" => {
                 // Chunked only when it is the last coding.
@@ -585,6 +619,25 @@ fn parse_head(text: &[u8]) -> Result<Head, SendError> {
         head.keep_alive = false;
     }
     Ok(head)
+}
+
+/// A character of an HTTP token (a header field name).
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The size of a chunk-size line's hex digits (leading zeros allowed).
+fn chunk_size(hex: &[u8]) -> Option<u64> {
+    if hex.is_empty() || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let digits = &hex[hex.iter().position(|&b| b != b'0').unwrap_or(hex.len())..];
+    match digits.len() {
+        0 => Some(0),
+        // At most 15 hex digits: always fits.
+        1..=15 => u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok(),
+        _ => None,
+    }
 }
 
 /// A response whose head has been read.
@@ -673,16 +726,12 @@ impl Body<'_> {
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     let hex = line.split(|&c| c == b';').next().unwrap_or(b"");
                     let hex = hex.trim_ascii();
-                    let size = std::str::from_utf8(hex)
-                        .ok()
-                        .filter(|h| !h.is_empty() && h.len() <= 15)
-                        .and_then(|h| u64::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| {
-                            framing_error(format!(
-                                "a bad chunk size: {}",
-                                crate::redact::one_line(&String::from_utf8_lossy(line))
-                            ))
-                        })?;
+                    let size = chunk_size(hex).ok_or_else(|| {
+                        framing_error(format!(
+                            "a bad chunk size: {}",
+                            crate::redact::one_line(&String::from_utf8_lossy(line))
+                        ))
+                    })?;
                     self.state = if size == 0 {
                         State::Trailers
                     } else {
@@ -785,7 +834,10 @@ mod tests {
                 while let Some(request) = read_request(&mut conn) {
                     let _ = tx.send((n, request));
                     let Some(answer) = answers.next() else { return };
-                    for part in answer.as_bytes().chunks(piece) {
+                    // Latin-1: a char below 256 is one byte, so answers can
+                    // carry bytes that are not UTF-8.
+                    let bytes: Vec<u8> = answer.chars().map(|c| c as u8).collect();
+                    for part in bytes.chunks(piece) {
                         if conn.write_all(part).is_err() {
                             break;
                         }
@@ -1002,6 +1054,77 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         assert_eq!(call(&mut c, "x").unwrap_err(), "Stopped");
         drop(accepted);
+    }
+
+    #[test]
+    fn heads_are_read_as_http_allows_and_no_further() {
+        for (answer, body) in [
+            // Bytes outside ASCII (not UTF-8: Latin-1 on the wire) in a
+            // value and in the reason phrase.
+            (
+                "HTTP/1.1 200 \u{c0}K\r\nX-Server: caf\u{e9}\r\nContent-Length: 2\r\n\r\nok",
+                "ok",
+            ),
+            // A folded line continues the header before it, colon or not.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Note: a\r\n Transfer-Encoding: chunked\r\n\r\nhello",
+                "hello",
+            ),
+            // A list of one length repeated; a chunk size with leading zeros.
+            ("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc", "abc"),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0000000000000003\r\nabc\r\n0\r\n\r\n",
+                "abc",
+            ),
+        ] {
+            let (url, _rx) = server(vec![answer], 1 << 10);
+            let mut c = client(&url, Duration::from_secs(5));
+            assert_eq!(call(&mut c, "x").unwrap().1, body, "{answer:?}");
+        }
+        for (answer, want) in [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+                "a bad Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok",
+                "two different",
+            ),
+            (
+                "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
+                "not an HTTP/1.x response",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+                "a bad response header line",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n+3\r\nabc\r\n0\r\n\r\n",
+                "a bad chunk size",
+            ),
+        ] {
+            let (url, _rx) = server(vec![answer], 1 << 10);
+            let mut c = client(&url, Duration::from_secs(5));
+            let err = call(&mut c, "x").unwrap_err();
+            assert!(err.contains(want), "{answer:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_a_kept_alive_connection_that_got_no_answer_is_stale() {
+        // The first answer keeps the connection; the second request on it
+        // gets nothing (the server closed it): stale. On a new connection,
+        // the same silence is no stale connection.
+        let (url, _rx) = server(
+            vec!["HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", "", ""],
+            1 << 10,
+        );
+        let mut c = client(&url, Duration::from_secs(5));
+        assert_eq!(call(&mut c, "1").unwrap().1, "a");
+        let err = call(&mut c, "2").unwrap_err();
+        assert!(err.starts_with("Stale("), "{err}");
+        let err = call(&mut c, "3").unwrap_err();
+        assert!(err.starts_with("Io("), "{err}");
     }
 
     #[test]

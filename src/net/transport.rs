@@ -429,7 +429,7 @@ impl Drop for Watched {
 fn timed_out() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
-        "the request's time ran out (--timeout)",
+        "the request's time limit ran out",
     )
 }
 
@@ -578,7 +578,9 @@ mod tests {
         watchdog().arm(&far, Instant::now() + Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(50));
         let client = near.try_clone().unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let near = Arc::new(Guard::new(near));
         let t = Instant::now();
         watchdog().arm(&near, t + Duration::from_millis(100));

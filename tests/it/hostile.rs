@@ -699,3 +699,34 @@ fn a_panicking_slot_fails_its_trace_and_the_run_keeps_its_files() {
     let doc = trie::output::results::Results::read(&out).unwrap();
     assert_eq!(doc.summary.failures["internal"].traces, 1);
 }
+
+#[test]
+fn a_request_is_sent_again_only_once_and_only_after_a_kept_alive_connection_died() {
+    // The first trace request is answered on a kept-alive connection; every
+    // later one is read and the connection closed without a word. The
+    // first such failure is on a kept-alive connection (the server may
+    // have closed it: one re-send on a new one); the re-send fails on a
+    // new connection, which is no reason to send it again. With
+    // --max-retries 0 no request may reach the server more than twice.
+    let sends: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, usize>>> =
+        Default::default();
+    let seen = sends.clone();
+    let server = scripted(move |req, c| {
+        if !req.is_trace() {
+            return normal(req, c);
+        }
+        let mut seen = seen.lock().unwrap();
+        *seen.entry(req.body.clone()).or_default() += 1;
+        if seen.values().sum::<usize>() > 1 {
+            return After::Close;
+        }
+        normal(req, c)
+    });
+    let s = run(&config(&server.url, 1.5).max_retries(0), &Hooks::default()).unwrap();
+    // One request answered (of a trace whose next turn failed).
+    assert!(s.per_request.ttft_s.is_some_and(|t| t.max > 0.0), "{s:?}");
+    let sends = sends.lock().unwrap();
+    let most = sends.values().max().copied().unwrap_or(0);
+    assert!(most <= 2, "a request reached the server {most} times");
+    assert_eq!(s.reconnects, 1, "{s:?}");
+}
