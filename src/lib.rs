@@ -118,9 +118,10 @@
 //!   `std::thread::scope`, the aggregator before [`exec::run::run`] returns), with
 //!   two exceptions that a stop must not wait for: a tokenizer worker still
 //!   counting 200 ms after the run ends (a million-token reply), the
-//!   workload's reader blocked on a FIFO when Ctrl+C comes, and the
-//!   process's one deadline watchdog ([`net::transport`]), which lives as long
-//!   as the process.
+//!   workload's reader blocked on a FIFO when Ctrl+C comes, a lookup of the
+//!   endpoint's host name that outlives `--connect-timeout` ([`net::http1`]),
+//!   and the process's one deadline watchdog ([`net::transport`]), which
+//!   lives as long as the process.
 //! - Only the aggregator mutates metrics; slots send plain [`record::event::Event`]s.
 //!   There is no lock on the token path, and no pool shared between slots.
 //! - The timed path holds only I/O: the timestamp of a line is taken as soon as
@@ -132,8 +133,9 @@
 //! - No input, device or other result is ever overwritten: outputs are
 //!   resolved and compared by device and inode before anything is sent.
 //! - One Ctrl+C or SIGTERM stops trie within a second in every phase: every
-//!   blocking wait watches a [`stop::Stop`] (a TCP connect, ureq's, is the
-//!   one wait that does not: it is bounded by `--connect-timeout`).
+//!   blocking wait watches a [`stop::Stop`] (a TCP connect or a host name
+//!   lookup, ureq's or trie's own, is the one wait that does not: it is
+//!   bounded by `--connect-timeout`).
 //! - An absent figure is `None` (`null`, `–`), never 0.
 //! - Secrets live in [`config::Secret`] (redacted `Debug`), are sent only in
 //!   the `Authorization` header, and are removed by [`redact`] from every

@@ -257,7 +257,8 @@ impl Http {
             self.resolver.clone(),
         );
         let own = self.target.as_ref().map(|target| {
-            // ureq's headers, in the same order, so both paths send the same.
+            // The headers ureq sends (its order differs, and it leaves a
+            // default port out of Host; neither matters to a server).
             let mut fixed = format!(
                 "User-Agent: trie/{}\r\nAccept: */*\r\nAccept-Encoding: identity\r\n",
                 env!("CARGO_PKG_VERSION")

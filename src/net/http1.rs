@@ -27,12 +27,16 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use ureq::unversioned::transport::ShutdownHandle;
 
-use crate::net::transport::{Watched, connect};
+use crate::net::transport::{Watched, connect, timed_out};
 
 /// A connection's read buffer; a response head must fit in it.
 const BUFFER: usize = 32 << 10;
 /// Longest chunk-size or trailer line.
 const MAX_CHUNK_LINE: usize = 4096;
+/// A kept-alive connection that fails sooner than this after the request
+/// was sent, before any answer, was closed by the server beforehand.
+const STALE_WITHIN: Duration = Duration::from_millis(250);
+
 /// A body up to this size goes out in the same write as the head.
 const COALESCE: usize = 64 << 10;
 
@@ -128,12 +132,6 @@ fn resolve(host: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAdd
     })
 }
 
-/// The error of a request whose time limit passed (`--timeout`, or
-/// `--connect-timeout` for the preflight's requests).
-fn time_ran_out() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "the request's time limit ran out")
-}
-
 /// What a stop shuts down: the client's connection of the moment, and
 /// every later one before it is used.
 #[derive(Default)]
@@ -215,7 +213,7 @@ impl Conn {
             self.end -= self.pos;
             self.pos = 0;
         }
-        self.sock.watch(budget).map_err(|_| time_ran_out())?;
+        self.sock.watch(budget).map_err(|_| timed_out())?;
         let n = self.sock.read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
@@ -372,9 +370,14 @@ impl Http1 {
         };
         conn.sock
             .watch(budget)
-            .map_err(|_| SendError::Io(time_ran_out()))?;
+            .map_err(|_| SendError::Io(timed_out()))?;
+        // Stale: the kept-alive connection failed at once, before any
+        // byte of an answer (a server that closed it since its last
+        // response); a failure after the server held the request a while
+        // (a proxy's read timeout) is the request's own.
+        let sent_at = *sent;
         let failed = |e: io::Error| {
-            if reused && e.kind() != io::ErrorKind::TimedOut {
+            if reused && e.kind() != io::ErrorKind::TimedOut && sent_at.elapsed() < STALE_WITHIN {
                 SendError::Stale(e)
             } else {
                 SendError::Io(e)
@@ -384,9 +387,9 @@ impl Http1 {
         if !coalesce {
             conn.sock.write_all(body).map_err(failed)?;
         }
-        let head = read_head(&mut conn, budget).map_err(|e| match e {
-            // Nothing came back at all.
-            SendError::Io(e) if conn.end == 0 => failed(e),
+        let mut answered = false;
+        let head = read_head(&mut conn, budget, &mut answered).map_err(|e| match e {
+            SendError::Io(e) if !answered => failed(e),
             e => e,
         })?;
         let framing = head.framing;
@@ -451,8 +454,13 @@ fn protocol(m: impl Into<String>) -> SendError {
     SendError::Protocol(m.into())
 }
 
-/// Read the final response head (interim `1xx` ones are skipped).
-fn read_head(conn: &mut Conn, budget: Option<Instant>) -> Result<Head, SendError> {
+/// Read the final response head (interim `1xx` ones are skipped);
+/// `answered` is set once any byte of a response has come.
+fn read_head(
+    conn: &mut Conn,
+    budget: Option<Instant>,
+    answered: &mut bool,
+) -> Result<Head, SendError> {
     loop {
         let mut searched = 0;
         let len = loop {
@@ -469,7 +477,7 @@ fn read_head(conn: &mut Conn, budget: Option<Instant>) -> Result<Head, SendError
                     )));
                 }
                 Ok(0) => return Err(protocol("the response ended inside its head")),
-                Ok(_) => {}
+                Ok(_) => *answered = true,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     return Err(protocol(format!(
                         "a response head larger than {} KiB",
@@ -694,11 +702,6 @@ fn cut_short() -> io::Error {
 }
 
 impl Body<'_> {
-    /// Whether the whole body has been read.
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// Advance through framing until data (or the end) is buffered.
     fn ready(&mut self) -> io::Result<()> {
         let Some(conn) = self.conn.as_mut() else {
@@ -834,6 +837,10 @@ mod tests {
                 while let Some(request) = read_request(&mut conn) {
                     let _ = tx.send((n, request));
                     let Some(answer) = answers.next() else { return };
+                    if answer == LATE_CLOSE {
+                        std::thread::sleep(Duration::from_millis(400));
+                        break;
+                    }
                     // Latin-1: a char below 256 is one byte, so answers can
                     // carry bytes that are not UTF-8.
                     let bytes: Vec<u8> = answer.chars().map(|c| c as u8).collect();
@@ -855,6 +862,9 @@ mod tests {
         });
         (url, rx)
     }
+
+    /// An answer that is no answer: the connection closed after 400 ms.
+    const LATE_CLOSE: &str = "(late close)";
 
     /// One request's head and `Content-Length` body.
     fn read_request(conn: &mut std::net::TcpStream) -> Option<Vec<u8>> {
@@ -896,7 +906,7 @@ mod tests {
         r.body
             .read_to_string(&mut text)
             .map_err(|e| format!("{:?}: {e}", e.kind()))?;
-        Ok((r.status, text, r.body.is_done()))
+        Ok((r.status, text, r.body.state == State::Done))
     }
 
     #[test]
@@ -1115,15 +1125,18 @@ mod tests {
         // The first answer keeps the connection; the second request on it
         // gets nothing (the server closed it): stale. On a new connection,
         // the same silence is no stale connection.
-        let (url, _rx) = server(
-            vec!["HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", "", ""],
-            1 << 10,
-        );
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na";
+        let (url, _rx) = server(vec![ok, "", "", ok, LATE_CLOSE], 1 << 10);
         let mut c = client(&url, Duration::from_secs(5));
         assert_eq!(call(&mut c, "1").unwrap().1, "a");
         let err = call(&mut c, "2").unwrap_err();
         assert!(err.starts_with("Stale("), "{err}");
         let err = call(&mut c, "3").unwrap_err();
+        assert!(err.starts_with("Io("), "{err}");
+        // A kept-alive connection the server held a while before closing
+        // it: the request's own failure, not a stale connection.
+        assert_eq!(call(&mut c, "4").unwrap().1, "a");
+        let err = call(&mut c, "5").unwrap_err();
         assert!(err.starts_with("Io("), "{err}");
     }
 

@@ -163,13 +163,19 @@ impl Ord for Entry {
 
 /// The process's deadline watchdog: one thread that owns a heap of
 /// deadlines, fed through an inbox. Registering a deadline wakes the
-/// thread only when it is due before the thread's next wake-up (almost
-/// never: a request's deadline is later than the ones already watched),
-/// so a request costs no context switch of the watchdog's.
+/// thread only when it is due before the thread's next wake-up, or when
+/// [`INBOX`] entries wait. A request's own deadline is later than the ones
+/// already watched; the short drain window after `[DONE]` is registered
+/// only when the body's end has not come with it (a server that writes
+/// its last chunk apart), so with most servers a request costs the
+/// watchdog no context switch of its own.
 struct Watchdog {
     inbox: Mutex<Inbox>,
     wake: Condvar,
 }
+
+/// Entries the inbox holds before the watchdog is woken to take them.
+const INBOX: usize = 64;
 
 /// What slots hand the watchdog thread.
 struct Inbox {
@@ -207,8 +213,10 @@ impl Watchdog {
             generation,
             guard: Arc::downgrade(guard),
         });
+        // Woken for a deadline due first, and every INBOX entries (each
+        // request adds one: the inbox stays small whatever --timeout is).
         if let Some(until) = inbox.waiting
-            && until.is_none_or(|u| at < u)
+            && (until.is_none_or(|u| at < u) || inbox.entries.len() >= INBOX)
         {
             self.wake.notify_one();
         }
@@ -324,11 +332,6 @@ impl Watched {
         }
     }
 
-    /// The socket.
-    pub fn stream(&self) -> &TcpStream {
-        &self.guard.stream
-    }
-
     /// What shuts the socket down from another thread (a stop).
     pub fn handle(&self) -> Weak<dyn ShutdownHandle> {
         Arc::downgrade(&self.guard) as Weak<dyn ShutdownHandle>
@@ -426,7 +429,9 @@ impl Drop for Watched {
     }
 }
 
-fn timed_out() -> std::io::Error {
+/// The error of an I/O call whose request's time limit passed (`--timeout`,
+/// or `--connect-timeout` for the preflight's requests).
+pub fn timed_out() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         "the request's time limit ran out",
@@ -590,6 +595,26 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         assert!(!far.fired.load(Ordering::Acquire));
         far.disarm();
+    }
+
+    #[test]
+    fn the_watchdogs_inbox_stays_small_whatever_the_deadlines() {
+        // Far deadlines never wake the watchdog for their time; it is
+        // woken to take them in batches, so they do not pile up.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let guard = Arc::new(Guard::new(client));
+        // Let the watchdog fall asleep until a far deadline first.
+        watchdog().arm(&guard, Instant::now() + Duration::from_secs(3000));
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..10 * INBOX {
+            watchdog().arm(&guard, Instant::now() + Duration::from_secs(3600));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let left = watchdog().inbox.lock().entries.len();
+        assert!(left <= INBOX, "{left} entries wait in the inbox");
+        guard.disarm();
     }
 
     #[test]
