@@ -79,8 +79,9 @@
 //! - [`input`] — [`input::workload`] (JSONL loading and validation,
 //!   dataset aliases) and [`input::hub`] (downloads).
 //! - [`text`] — [`text::tokenizer`] (resolution, and the worker threads that
-//!   count during a run) and [`text::prompt`] (exact synthetic text: words
-//!   that are one token each).
+//!   count during a run), [`text::prompt`] (exact synthetic text: words
+//!   that are one token each) and [`text::chat`] (a model's chat template
+//!   rendered as Hugging Face renders it).
 //! - [`net`] — [`net::client`] (one client per slot; one request streamed
 //!   line by line, its end stamped at `[DONE]`, everything a server sends
 //!   capped), [`net::http1`] (trie's own HTTP/1.1 for plain-HTTP endpoints:

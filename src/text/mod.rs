@@ -1,4 +1,6 @@
-//! Synthetic text exact to the token, and the tokenizer that counts it.
+//! Synthetic text exact to the token, the tokenizer that counts it, and the
+//! chat templates that wrap it.
 
+pub mod chat;
 pub mod prompt;
 pub mod tokenizer;

@@ -270,3 +270,190 @@ fn llama_server_with_the_deepseek_v4_tokenizer_gets_exact_prompts() {
     assert_eq!(s.prompt_token_mismatches, 0);
     assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
 }
+
+/// The kit's real chat templates (`$TRIE_REAL_SERVER_HOME/templates`).
+fn templates_dir() -> PathBuf {
+    built_server()
+        .parent()
+        .and_then(Path::parent)
+        .map(|home| home.join("templates"))
+        .unwrap_or_default()
+}
+
+/// llama-server's rendering of `conversation` with `template`: (prompt,
+/// bos_token, eos_token); `None` when it refuses the template.
+fn llama_renders(template: &Path, conversation: &Value) -> Option<(String, String, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(built_server())
+        .args(["-m", kit().join("tiny/model.gguf").to_str().unwrap()])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["-c", "4096", "-np", "1", "--no-webui", "--jinja"])
+        .arg("--chat-template-file")
+        .arg(template)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("llama-server starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut healthy = false;
+    for _ in 0..150 {
+        if agent
+            .get(&format!("{base}/health"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+        {
+            healthy = true;
+            break;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = healthy.then(|| {
+        let read = |r: Result<ureq::http::Response<ureq::Body>, ureq::Error>| -> Option<Value> {
+            serde_json::from_str(&r.ok()?.body_mut().read_to_string().ok()?).ok()
+        };
+        let props = read(agent.get(&format!("{base}/props")).call())?;
+        let rendered = read(
+            agent
+                .post(&format!("{base}/apply-template"))
+                .header("Content-Type", "application/json")
+                .send(conversation.to_string()),
+        )?;
+        Some((
+            rendered["prompt"].as_str()?.to_string(),
+            props["bos_token"].as_str().unwrap_or("").to_string(),
+            props["eos_token"].as_str().unwrap_or("").to_string(),
+        ))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    got.flatten()
+}
+
+/// Templates whose rendering differs from llama.cpp's, and why (README
+/// lists them too). Each is llama.cpp's own doing, not the template's:
+/// trie renders them as Hugging Face's `apply_chat_template` (vLLM, SGLang)
+/// does.
+const TEMPLATE_EXCEPTIONS: &[&str] = &[
+    // llama.cpp passes `enable_thinking` to some formats and not others.
+    "Apertus-8B-Instruct",
+    // llama.cpp's DeepSeek handler sets its own thinking variables.
+    "deepseek-ai-DeepSeek-V4",
+    "deepseek-ai-DeepSeek-V4-Flash-0731",
+    // Adds an undefined variable to a string: Python's Jinja raises, as
+    // trie does; llama.cpp's engine reads it as empty.
+    "fireworks-ai-llama-3-firefunction-v2",
+    // The template refuses a system message (`raise_exception`); llama.cpp
+    // folds it into the first user message.
+    "google-gemma-2-2b-it",
+    // llama.cpp passes today's date as `date_string`; Hugging Face does
+    // not, and the template's default is "26 Jul 2024".
+    "meta-llama-Llama-3.1-8B-Instruct",
+    "meta-llama-Llama-3.3-70B-Instruct",
+];
+
+#[test]
+fn chat_templates_render_as_llama_server_renders_them() {
+    let dir = templates_dir();
+    let required = std::env::var_os("TRIE_REQUIRE_REAL_SERVER").is_some();
+    if !dir.is_dir() || !built_server().exists() {
+        assert!(
+            !required,
+            "TRIE_REQUIRE_REAL_SERVER is set but {} is missing",
+            dir.display()
+        );
+        eprintln!("skipped: no templates at {}", dir.display());
+        return;
+    }
+    let _cpu = crate::util::cpu_exclusive();
+    let messages = serde_json::json!([
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is in the file?"},
+        {"role": "assistant", "content": "Let me look at it."},
+        {"role": "user", "content": "tool output: 42 lines"},
+        {"role": "assistant", "content": "The file has 42 lines."},
+        {"role": "user", "content": "Thanks. Summarize."}
+    ]);
+    let ours: Vec<trie::text::chat::Message> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            trie::text::chat::Message::new(
+                m["role"].as_str().unwrap(),
+                m["content"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // What llama.cpp passes besides the messages.
+    let extra: std::collections::BTreeMap<String, Value> =
+        [("enable_thinking".to_string(), Value::Bool(true))].into();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jinja"))
+        .collect();
+    paths.sort();
+    let (mut same, mut refused) = (Vec::new(), Vec::new());
+    let mut differ = Vec::new();
+    for path in &paths {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let Some((want, bos, eos)) =
+            llama_renders(path, &serde_json::json!({"messages": messages}))
+        else {
+            refused.push(name);
+            continue;
+        };
+        let source = std::fs::read_to_string(path).unwrap();
+        let tokens = [
+            ("bos_token".to_string(), bos.clone()),
+            ("eos_token".to_string(), eos),
+        ]
+        .into();
+        let got = trie::text::chat::ChatTemplate::new(&source, &name, tokens)
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.render(&ours, true, &extra));
+        // llama.cpp leaves out the BOS the template writes first: the
+        // server adds it when it tokenizes.
+        let got = got.map(|g| match g.strip_prefix(bos.as_str()) {
+            Some(rest) if !bos.is_empty() && !want.starts_with(bos.as_str()) => rest.to_string(),
+            _ => g,
+        });
+        match got {
+            Ok(g) if g == want => same.push(name),
+            Ok(g) => differ.push(format!("{name}: trie {g:?} vs llama.cpp {want:?}")),
+            Err(e) => differ.push(format!("{name}: trie failed: {e}")),
+        }
+    }
+    eprintln!(
+        "chat templates: {} of {} that llama.cpp renders render identically in trie ({} refused by llama.cpp: {refused:?})",
+        same.len(),
+        paths.len() - refused.len(),
+        refused.len()
+    );
+    for d in &differ {
+        eprintln!("  differs: {}", d.chars().take(600).collect::<String>());
+    }
+    let mut names: Vec<&str> = differ
+        .iter()
+        .map(|d| d.split(':').next().unwrap())
+        .collect();
+    names.sort_unstable();
+    let mut known = TEMPLATE_EXCEPTIONS.to_vec();
+    known.sort_unstable();
+    assert_eq!(
+        names, known,
+        "templates that render differently from llama.cpp"
+    );
+    assert!(same.len() >= 60, "{} identical", same.len());
+}
