@@ -37,9 +37,6 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// was sent, before any answer, was closed by the server beforehand.
 const STALE_WITHIN: Duration = Duration::from_millis(250);
 
-/// A body up to this size goes out in the same write as the head.
-const COALESCE: usize = 64 << 10;
-
 /// Where a run's requests go, parsed once.
 #[derive(Debug)]
 pub struct Target {
@@ -350,10 +347,6 @@ impl Http1 {
         }
         self.out.extend_from_slice(b"\r\n");
         let body = body.unwrap_or_default();
-        let coalesce = body.len() <= COALESCE;
-        if coalesce {
-            self.out.extend_from_slice(body);
-        }
         // The request starts before its connection is found or made (as
         // it did with ureq, and does for any client): a connect is part of
         // its time to first token.
@@ -383,10 +376,11 @@ impl Http1 {
                 SendError::Io(e)
             }
         };
-        conn.sock.write_all(&self.out).map_err(failed)?;
-        if !coalesce {
-            conn.sock.write_all(body).map_err(failed)?;
-        }
+        // Head and body in one writev: no copy of the body, which may be
+        // megabytes, into a buffer that would keep that size per slot.
+        conn.sock
+            .write_parts(&mut [io::IoSlice::new(&self.out), io::IoSlice::new(body)])
+            .map_err(failed)?;
         let mut answered = false;
         let head = read_head(&mut conn, budget, &mut answered).map_err(|e| match e {
             SendError::Io(e) if !answered => failed(e),
@@ -926,6 +920,36 @@ mod tests {
             format!(
                 "POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nUser-Agent: trie/test\r\nContent-Type: application/json\r\nX-SMG-Routing-Key: key-1\r\nContent-Length: 7\r\n\r\n{{\"a\":1}}"
             )
+        );
+    }
+
+    #[test]
+    fn a_body_of_megabytes_goes_out_whole_behind_its_head() {
+        // Larger than a socket buffer: writev returns short, and the rest
+        // must follow in order.
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (url, rx) = server(vec![ok, ok], 1 << 10);
+        let mut c = client(&url, Duration::from_secs(20));
+        // A body that once was copied behind the head: the head's buffer
+        // kept its size for the slot's life.
+        assert_eq!(call(&mut c, &"x".repeat(60_000)).unwrap().1, "ok");
+        assert!(
+            c.out.capacity() < 4096,
+            "the body was copied: {}",
+            c.out.capacity()
+        );
+        let _ = rx.recv().unwrap();
+        let body: String = (0..600_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let body = body.repeat(5);
+        assert_eq!(call(&mut c, &body).unwrap().1, "ok");
+        let (_, request) = rx.recv().unwrap();
+        let split = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(String::from_utf8_lossy(&request[..split]).contains("Content-Length: 3000000\r\n"));
+        assert!(
+            request[split..] == *body.as_bytes(),
+            "the body arrived changed"
         );
     }
 

@@ -397,9 +397,24 @@ impl Watched {
 
     /// Write all of `bytes`; a write the watchdog broke off is `TimedOut`.
     pub fn write_all(&self, bytes: &[u8]) -> std::io::Result<()> {
-        (&self.guard.stream)
-            .write_all(bytes)
-            .map_err(|e| if self.fired() { timed_out() } else { e })
+        self.write_parts(&mut [std::io::IoSlice::new(bytes)])
+    }
+
+    /// Write all of `parts`, in order, with as few `writev` calls as the
+    /// socket allows (one, usually): a request's head and body go out
+    /// together without being copied into one buffer.
+    pub fn write_parts(&self, mut parts: &mut [std::io::IoSlice<'_>]) -> std::io::Result<()> {
+        std::io::IoSlice::advance_slices(&mut parts, 0);
+        while !parts.is_empty() {
+            match (&self.guard.stream).write_vectored(parts) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => std::io::IoSlice::advance_slices(&mut parts, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) if self.fired() => return Err(timed_out()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Whether a kept-alive connection can carry another request: one
