@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crossbeam_channel::{Receiver, Sender};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
 };
@@ -162,7 +162,7 @@ impl Ord for Entry {
 }
 
 /// The process's deadline watchdog: one thread that owns a heap of
-/// deadlines, fed through an inbox. Registering a deadline wakes the
+/// deadlines, fed over a lock-free channel. Registering a deadline wakes the
 /// thread only when it is due before the thread's next wake-up, or when
 /// [`INBOX`] entries wait. A request's own deadline is later than the ones
 /// already watched; the short drain window after `[DONE]` is registered
@@ -170,78 +170,89 @@ impl Ord for Entry {
 /// its last chunk apart), so with most servers a request costs the
 /// watchdog no context switch of its own.
 struct Watchdog {
-    inbox: Mutex<Inbox>,
-    wake: Condvar,
+    entries: Sender<Entry>,
+    /// When the thread sleeps until, in nanoseconds after `base`
+    /// ([`AWAKE`]: it is not asleep; `u64::MAX`: until an entry comes).
+    sleeps_until: AtomicU64,
+    base: Instant,
+    thread: Option<std::thread::Thread>,
 }
 
-/// Entries the inbox holds before the watchdog is woken to take them.
+/// Entries that wait before the watchdog is woken to take them.
 const INBOX: usize = 64;
 
-/// What slots hand the watchdog thread.
-struct Inbox {
-    entries: Vec<Entry>,
-    /// The thread is waiting, until this instant (`None`: for an entry).
-    waiting: Option<Option<Instant>>,
-}
+/// [`Watchdog::sleeps_until`] while the thread is awake.
+const AWAKE: u64 = 0;
 
 fn watchdog() -> &'static Watchdog {
     static W: OnceLock<Watchdog> = OnceLock::new();
     W.get_or_init(|| {
+        let (entries, rx) = crossbeam_channel::unbounded();
         let spawned = std::thread::Builder::new()
             .name("deadlines".into())
-            .spawn(|| watch(watchdog()));
-        if let Err(e) = spawned {
+            .spawn(move || watch(watchdog(), &rx));
+        if let Err(e) = &spawned {
             log::error!("cannot start the deadline thread ({e}): request timeouts will not fire");
         }
         Watchdog {
-            inbox: Mutex::new(Inbox {
-                entries: Vec::new(),
-                waiting: None,
-            }),
-            wake: Condvar::new(),
+            entries,
+            sleeps_until: AtomicU64::new(AWAKE),
+            base: Instant::now(),
+            thread: spawned.ok().map(|h| h.thread().clone()),
         }
     })
 }
 
 impl Watchdog {
-    /// Watch `guard` until `at`; returns the entry's generation.
+    /// `at` in nanoseconds after `base`, never [`AWAKE`].
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .max(1)
+    }
+
+    /// Watch `guard` until `at`; returns the entry's generation. Takes no
+    /// lock (the channel is lock-free) and wakes the thread only for a
+    /// deadline due before the one it sleeps until, or when [`INBOX`]
+    /// entries wait (each request adds one: they never pile up).
     fn arm(&self, guard: &Arc<Guard>, at: Instant) -> u64 {
         let generation = guard.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut inbox = self.inbox.lock();
-        inbox.entries.push(Entry {
+        let _ = self.entries.send(Entry {
             at,
             generation,
             guard: Arc::downgrade(guard),
         });
-        // Woken for a deadline due first, and every INBOX entries (each
-        // request adds one: the inbox stays small whatever --timeout is).
-        if let Some(until) = inbox.waiting
-            && (until.is_none_or(|u| at < u) || inbox.entries.len() >= INBOX)
-        {
-            self.wake.notify_one();
+        let sleeps = self.sleeps_until.load(Ordering::SeqCst);
+        if sleeps != AWAKE && (self.nanos(at) < sleeps || self.entries.len() >= INBOX) {
+            if let Some(t) = &self.thread {
+                t.unpark();
+            }
         }
         generation
     }
 }
 
-/// The watchdog thread: fire what is due, wait for the next deadline or
-/// an entry due before it.
-fn watch(w: &Watchdog) {
+/// The watchdog thread: fire what is due, sleep until the next deadline
+/// or until woken for an entry.
+fn watch(w: &Watchdog, entries: &Receiver<Entry>) {
     let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
-    let mut inbox = w.inbox.lock();
     loop {
-        heap.extend(inbox.entries.drain(..).map(Reverse));
-        MutexGuard::unlocked(&mut inbox, || fire(&mut heap));
-        if !inbox.entries.is_empty() {
+        w.sleeps_until.store(AWAKE, Ordering::SeqCst);
+        heap.extend(entries.try_iter().map(Reverse));
+        fire(&mut heap);
+        let next = heap.peek().map(|Reverse(e)| e.at);
+        w.sleeps_until
+            .store(next.map_or(u64::MAX, |at| w.nanos(at)), Ordering::SeqCst);
+        // An entry sent while awake was compared with nothing: take it now.
+        // One sent from here on wakes the thread if it must (an unpark
+        // before the park makes the park return at once).
+        if !entries.is_empty() {
             continue;
         }
-        let next = heap.peek().map(|Reverse(e)| e.at);
-        inbox.waiting = Some(next);
         match next {
-            Some(at) => drop(w.wake.wait_until(&mut inbox, at)),
-            None => w.wake.wait(&mut inbox),
+            Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
+            None => std::thread::park(),
         }
-        inbox.waiting = None;
     }
 }
 
@@ -627,7 +638,7 @@ mod tests {
             watchdog().arm(&guard, Instant::now() + Duration::from_secs(3600));
         }
         std::thread::sleep(Duration::from_millis(100));
-        let left = watchdog().inbox.lock().entries.len();
+        let left = watchdog().entries.len();
         assert!(left <= INBOX, "{left} entries wait in the inbox");
         guard.disarm();
     }
