@@ -223,10 +223,11 @@ impl Watchdog {
             guard: Arc::downgrade(guard),
         });
         let sleeps = self.sleeps_until.load(Ordering::SeqCst);
-        if sleeps != AWAKE && (self.nanos(at) < sleeps || self.entries.len() >= INBOX) {
-            if let Some(t) = &self.thread {
-                t.unpark();
-            }
+        if sleeps != AWAKE
+            && (self.nanos(at) < sleeps || self.entries.len() >= INBOX)
+            && let Some(t) = &self.thread
+        {
+            t.unpark();
         }
         generation
     }
