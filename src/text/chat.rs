@@ -167,11 +167,6 @@ impl ChatTemplate {
             )
         })
     }
-
-    /// A special token's text (`bos_token`, …), when the tokenizer config names it.
-    pub fn token(&self, name: &str) -> Option<&str> {
-        self.tokens.get(name).map(String::as_str)
-    }
 }
 
 /// `{% generation %}` … `{% endgeneration %}` (Hugging Face's marker of the
@@ -424,6 +419,37 @@ mod tests {
         let err = refuse.render(&[], false, &BTreeMap::new()).unwrap_err();
         assert!(err.contains("System role not supported"), "{err}");
         assert!(ChatTemplate::new("{% if %}", "bad", BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn the_template_beside_a_tokenizer_is_found_as_hugging_face_ships_it() {
+        let dir = std::env::temp_dir().join(format!("trie-chat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokenizer = dir.join("tokenizer.json");
+        let one = [Message::new("user", "hi")];
+        let render =
+            |t: Option<ChatTemplate>| t.unwrap().render(&one, false, &BTreeMap::new()).unwrap();
+        assert!(ChatTemplate::beside(&tokenizer).unwrap().is_none());
+        // A named list in tokenizer_config.json: `default` is used; a
+        // special token may be an object with its content.
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            r#"{"bos_token": {"content": "<s>"}, "chat_template": [
+                {"name": "tool_use", "template": "tools"},
+                {"name": "default", "template": "{{ bos_token }}{{ messages[0].content }}"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(render(ChatTemplate::beside(&tokenizer).unwrap()), "<s>hi");
+        // chat_template.jinja beside it comes first.
+        std::fs::write(
+            dir.join("chat_template.jinja"),
+            "[{{ messages[0].content }}]",
+        )
+        .unwrap();
+        assert_eq!(render(ChatTemplate::beside(&tokenizer).unwrap()), "[hi]");
+        std::fs::write(dir.join("tokenizer_config.json"), "{not json").unwrap();
+        assert!(ChatTemplate::beside(&tokenizer).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

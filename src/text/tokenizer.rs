@@ -49,7 +49,7 @@ impl Tokenizer {
             ))
         })?;
         Ok(Tokenizer {
-            inner: plain(without_cache(inner)),
+            inner: for_counting(inner),
             source: source.to_string(),
             content_hash: crate::input::workload::fnv1a_hex(bytes),
         })
@@ -79,7 +79,7 @@ impl Tokenizer {
             .retain(|t| t["special"].as_bool().unwrap_or(true));
         let inner = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes()).ok()?;
         Some(Tokenizer {
-            inner: plain(without_cache(inner)),
+            inner: for_counting(inner),
             source: format!("{} (added tokens as text)", self.source),
             content_hash: self.content_hash.clone(),
         })
@@ -150,24 +150,21 @@ impl Tokenizer {
     }
 }
 
-/// `t` without the truncation or padding its tokenizer.json may set (for
-/// training): a count is of the whole text, never cut or padded.
-fn plain(mut t: tokenizers::Tokenizer) -> tokenizers::Tokenizer {
-    t.with_padding(None);
-    // Clearing truncation cannot fail (only a bad stride can).
-    let _ = t.with_truncation(None);
-    t
-}
-
 /// Words each [`Workers`] thread keeps merged (tokenizers' default): a
 /// few MB per thread, bounded, on a handful of threads.
 const WORKER_WORDS: usize = 10_000;
 
-/// `t` without its BPE word cache. tokenizers keeps that cache per thread
-/// (10,000 words in each): with one thread per slot (and per connection of
-/// the sim) it grew a 256-slot run by 136 MB in five minutes, for a speed-up
-/// of counting of about a quarter.
-fn without_cache(mut t: tokenizers::Tokenizer) -> tokenizers::Tokenizer {
+/// `t` as trie counts with it: without the truncation or padding its
+/// tokenizer.json may set (for training: a count is of the whole text,
+/// never cut or padded), and without its BPE word cache. tokenizers keeps
+/// that cache per thread (10,000 words in each): with one thread per slot
+/// (and per connection of the sim) it grew a 256-slot run by 136 MB in
+/// five minutes, for a speed-up of counting of about a quarter; only the
+/// few [`Workers`] threads get one.
+fn for_counting(mut t: tokenizers::Tokenizer) -> tokenizers::Tokenizer {
+    t.with_padding(None);
+    // Clearing truncation cannot fail (only a bad stride can).
+    let _ = t.with_truncation(None);
     let mut model = t.get_model().clone();
     model.resize_cache(0);
     t.with_model(model);
@@ -487,18 +484,23 @@ fn cached_snapshot(repo_dir: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn added_tokens_can_be_read_as_plain_text() {
+    /// The bundled tokenizer with `content` as an added, not special, token.
+    fn bundled_with_added(content: &str) -> Tokenizer {
         let mut json: serde_json::Value =
             serde_json::from_slice(crate::sim::BUNDLED_TOKENIZER).unwrap();
         json["added_tokens"]
             .as_array_mut()
             .unwrap()
             .push(serde_json::json!({
-                "id": 8192, "content": "<|tool|>", "single_word": false, "lstrip": false,
+                "id": 8192, "content": content, "single_word": false, "lstrip": false,
                 "rstrip": false, "normalized": true, "special": false
             }));
-        let tok = Tokenizer::from_bytes(json.to_string().as_bytes(), "t").unwrap();
+        Tokenizer::from_bytes(json.to_string().as_bytes(), content).unwrap()
+    }
+
+    #[test]
+    fn added_tokens_can_be_read_as_plain_text() {
+        let tok = bundled_with_added("<|tool|>");
         assert_eq!(tok.plain_added_token().as_deref(), Some("<|tool|>"));
         let text = "hello<|tool|>world";
         let plain = tok.with_added_tokens_as_text().unwrap();
@@ -585,16 +587,7 @@ mod tests {
     #[test]
     fn the_pipeline_count_is_the_encoded_length() {
         counts_agree(&Tokenizer::from_bytes(crate::sim::BUNDLED_TOKENIZER, "bundled").unwrap());
-        let mut json: serde_json::Value =
-            serde_json::from_slice(crate::sim::BUNDLED_TOKENIZER).unwrap();
-        json["added_tokens"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({
-                "id": 8192, "content": "<|im_start|>", "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": true, "special": false
-            }));
-        counts_agree(&Tokenizer::from_bytes(json.to_string().as_bytes(), "added").unwrap());
+        counts_agree(&bundled_with_added("<|im_start|>"));
         // The real DeepSeek-V4 tokenizer when the kit is there.
         let kit = std::env::var_os("TRIE_REAL_SERVER_KIT")
             .map(PathBuf::from)
