@@ -216,16 +216,19 @@ impl Conn {
         Ok(n)
     }
 
-    /// One line (without its `\n`) of at most `cap` bytes from the buffer,
-    /// reading more as needed; `None` at the end of the stream.
+    /// The bounds of one line (without its `\n` or `\r\n`) of at most `cap`
+    /// bytes in the buffer, reading more as needed; `None` at the end of
+    /// the stream.
     fn line(&mut self, cap: usize, budget: Option<Instant>) -> io::Result<Option<(usize, usize)>> {
         let mut searched = 0;
         loop {
             let unread = self.buffered();
             if let Some(i) = unread[searched..].iter().position(|&b| b == b'\n') {
                 let start = self.pos;
-                self.pos += searched + i + 1;
-                return Ok(Some((start, start + searched + i)));
+                let end = start + searched + i;
+                self.pos = end + 1;
+                let cr = end > start && self.buf[end - 1] == b'\r';
+                return Ok(Some((start, end - usize::from(cr))));
             }
             searched = unread.len();
             if searched > cap {
@@ -688,6 +691,12 @@ fn framing_error(m: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, m.into())
 }
 
+/// The next chunk-size, chunk-end or trailer line; the body's end
+/// before it is an error.
+fn framing_line(conn: &mut Conn, budget: Option<Instant>) -> io::Result<(usize, usize)> {
+    conn.line(MAX_CHUNK_LINE, budget)?.ok_or_else(cut_short)
+}
+
 fn cut_short() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
@@ -716,11 +725,8 @@ impl Body<'_> {
                     }
                 }
                 State::Size => {
-                    let (a, b) = conn
-                        .line(MAX_CHUNK_LINE, self.budget)?
-                        .ok_or_else(cut_short)?;
+                    let (a, b) = framing_line(conn, self.budget)?;
                     let line = &conn.buf[a..b];
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
                     let hex = line.split(|&c| c == b';').next().unwrap_or(b"");
                     let hex = hex.trim_ascii();
                     let size = chunk_size(hex).ok_or_else(|| {
@@ -736,19 +742,15 @@ impl Body<'_> {
                     };
                 }
                 State::DataEnd => {
-                    let (a, b) = conn
-                        .line(MAX_CHUNK_LINE, self.budget)?
-                        .ok_or_else(cut_short)?;
-                    if !matches!(&conn.buf[a..b], b"" | b"\r") {
+                    let (a, b) = framing_line(conn, self.budget)?;
+                    if a != b {
                         return Err(framing_error("chunk data longer than its size"));
                     }
                     self.state = State::Size;
                 }
                 State::Trailers => {
-                    let (a, b) = conn
-                        .line(MAX_CHUNK_LINE, self.budget)?
-                        .ok_or_else(cut_short)?;
-                    if matches!(&conn.buf[a..b], b"" | b"\r") {
+                    let (a, b) = framing_line(conn, self.budget)?;
+                    if a == b {
                         self.state = State::Done;
                     }
                 }
