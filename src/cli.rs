@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
-use crate::config::{Arrival, Config, Files, LoadModel, Search};
+use crate::config::{Api, Arrival, Config, Files, LoadModel, Search};
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::sim::SimConfig;
@@ -377,6 +377,63 @@ pub const FLAGS: &[Flag] = &[
             let p: f64 = num("--precision", v, "a percentage")?;
             r.precision = Some(p);
             Ok(())
+        },
+    },
+    Flag {
+        long: "--api",
+        short: None,
+        py: Some("api"),
+        value: Some("completions|chat"),
+        section: SECTIONS[4],
+        help: "completions: the context as one prompt (/v1/completions);\nchat: as messages (/v1/chat/completions), counted exactly\nwith the model's chat template",
+        default: Some("completions"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.api = Some(match v.trim() {
+                "completions" => Api::Completions,
+                "chat" => Api::Chat,
+                _ => {
+                    return Err(Error::usage(format!(
+                        "--api: '{v}' is not an API; pass completions or chat"
+                    )));
+                }
+            });
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--chat-template",
+        short: None,
+        py: None,
+        value: Some("FILE"),
+        section: SECTIONS[4],
+        help: "the server's chat template (Jinja), when it is not the one\nbeside the tokenizer (chat_template.jinja, tokenizer_config.json)",
+        default: Some("beside the tokenizer"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.chat_template = path(v);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--chat-template-kwargs",
+        short: None,
+        py: None,
+        value: Some("JSON"),
+        section: SECTIONS[4],
+        help: "variables for the chat template, sent as chat_template_kwargs\nand used in trie's own rendering, e.g. '{\"enable_thinking\":false}'",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            match serde_json::from_str::<serde_json::Value>(v) {
+                Ok(serde_json::Value::Object(map)) => {
+                    r.chat_kwargs = Some(map);
+                    Ok(())
+                }
+                _ => Err(Error::usage(format!(
+                    "--chat-template-kwargs: '{v}' is not a JSON object; pass e.g. '{{\"enable_thinking\":false}}'"
+                ))),
+            }
         },
     },
     Flag {
@@ -807,6 +864,9 @@ pub struct Raw {
     max_line_bytes: Option<usize>,
     num_gpus: Option<u32>,
     stream: Option<bool>,
+    api: Option<Api>,
+    chat_template: Option<PathBuf>,
+    chat_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
     progress_interval: Option<Option<Duration>>,
     files: Files,
     plot: Option<PathBuf>,
@@ -913,6 +973,18 @@ impl Raw {
         cfg.num_gpus = self.num_gpus;
         if let Some(s) = self.stream {
             cfg.stream = s;
+        }
+        if let Some(api) = self.api {
+            cfg.api = api;
+        }
+        cfg.chat.template = self.chat_template;
+        cfg.chat.kwargs = self.chat_kwargs.unwrap_or_default();
+        if cfg.api != Api::Chat
+            && (cfg.chat.template.is_some() || !cfg.chat.kwargs.is_empty())
+        {
+            return Err(Error::usage(
+                "--chat-template and --chat-template-kwargs apply to chat requests; pass --api chat",
+            ));
         }
         if let Some(p) = self.progress_interval {
             cfg.progress_interval = p;

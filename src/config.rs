@@ -47,6 +47,47 @@ pub enum LoadModel {
     },
 }
 
+/// The API requests go to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Api {
+    /// `/v1/completions`: the context as one prompt string.
+    #[default]
+    Completions,
+    /// `/v1/chat/completions`: the context as messages, rendered by the
+    /// server with the model's chat template.
+    Chat,
+}
+
+impl Api {
+    /// The route under the endpoint's `/v1`.
+    pub fn route(self) -> &'static str {
+        match self {
+            Api::Completions => "completions",
+            Api::Chat => "chat/completions",
+        }
+    }
+
+    /// The name `--api` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Completions => "completions",
+            Api::Chat => "chat",
+        }
+    }
+}
+
+/// How chat requests are rendered (`--api chat`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChatSettings {
+    /// `--chat-template FILE`: the Jinja template the server uses, when it
+    /// is not beside the tokenizer (or differs from it).
+    pub template: Option<PathBuf>,
+    /// `--chat-template-kwargs JSON`: variables for the template, sent as
+    /// the request's `chat_template_kwargs` and used in trie's own
+    /// rendering (`{"enable_thinking": false}`).
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A secret (API key) that never shows in `Debug` output, logs or files.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -106,6 +147,10 @@ pub struct Config {
     pub files: Files,
     /// Many runs from one command: load lists, trials, SLOs, the search.
     pub sweep: Sweep,
+    /// The API requests go to.
+    pub api: Api,
+    /// Chat rendering (`--api chat`).
+    pub chat: ChatSettings,
 }
 
 /// Many runs from one command (`--concurrency 1,2,4`, `--trials`, `--slo`,
@@ -221,6 +266,8 @@ impl Config {
             progress_interval: None,
             files: Files::default(),
             sweep: Sweep::default(),
+            api: Api::Completions,
+            chat: ChatSettings::default(),
         })
     }
 
@@ -297,6 +344,18 @@ impl Config {
     /// GPUs behind the endpoint.
     pub fn num_gpus(mut self, n: u32) -> Config {
         self.num_gpus = Some(n);
+        self
+    }
+
+    /// Send requests to `api`.
+    pub fn api(mut self, api: Api) -> Config {
+        self.api = api;
+        self
+    }
+
+    /// Render chat requests with this template file (`--chat-template`).
+    pub fn chat_template(mut self, path: impl Into<PathBuf>) -> Config {
+        self.chat.template = Some(path.into());
         self
     }
 

@@ -168,6 +168,6 @@ pub mod stop;
 pub mod term;
 pub mod text;
 
-pub use config::{Arrival, Config, Endpoint, LoadModel};
+pub use config::{Api, Arrival, Config, Endpoint, LoadModel};
 pub use error::{Error, Result};
 pub use record::summary::Summary;

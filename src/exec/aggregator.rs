@@ -217,7 +217,7 @@ impl Aggregator {
     fn request(&mut self, r: &RequestRecord) {
         if r.chat_shaped && !std::mem::replace(&mut self.warned.chat_shaped, true) {
             log::warn!(
-                "the server streams chat-shaped choices (delta) on /v1/completions: replies are empty, so contexts and decode figures are wrong; is --endpoint an OpenAI completions API?"
+                "the server streams chat-shaped choices (delta) on /v1/completions: it renders a chat template around every prompt, so prompt counts are off; is --endpoint an OpenAI completions API? (for chat, pass --api chat)"
             );
         }
         if let Some(u) = r.usage {

@@ -300,7 +300,7 @@ pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
     let mut out = Vec::new();
     if reply.chat_shaped {
         out.push(
-            "the server answers /v1/completions with chat-shaped choices (delta): replies will be empty and contexts wrong; is --endpoint an OpenAI completions API?"
+            "the server answers /v1/completions with chat-shaped choices (delta): it renders a chat template around every prompt, so prompt counts will be off; is --endpoint an OpenAI completions API? (for chat, pass --api chat)"
                 .to_string(),
         );
     }

@@ -272,7 +272,8 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
         cfg.timeout,
         cfg.connect_timeout,
         cfg.max_line_bytes,
-    );
+    )
+    .route(cfg.api.route());
     let preflight_client = http.preflight_client(stop);
     let model = preflight::choose_model(&preflight_client, &endpoint, cfg.model.as_deref(), stop)?;
     let tok = match early_tok {

@@ -435,7 +435,7 @@ fn chunk_texts(reply: &Reply) -> Option<Vec<String>> {
         .unwrap_or(reply.chunks.len() as u64);
     (completion != reply.chunks.len() as u64).then(|| {
         (0..reply.chunks.len())
-            .map(|i| crate::net::sse::chunk_text(&reply.text, &reply.chunks, i).to_string())
+            .map(|i| crate::net::sse::chunk_text(&reply.text, &reply.reasoning, &reply.chunks, i))
             .collect()
     })
 }

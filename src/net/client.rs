@@ -136,8 +136,11 @@ pub struct Reply {
     /// The end of the response (`[DONE]`, else its last data line, else its
     /// last byte), since the request was sent.
     pub latency: Duration,
-    /// The generated text.
+    /// The generated text (chat: the answer, `content`).
     pub text: String,
+    /// Reasoning text (chat reasoning deltas): tokens generated, not part of
+    /// the answer that goes back into the context.
+    pub reasoning: String,
     /// Token-carrying chunks (streaming only).
     pub chunks: Vec<ChunkMark>,
     /// Usage as the server reported it.
@@ -147,7 +150,8 @@ pub struct Reply {
     /// Whether it came as an SSE stream (a server that cannot stream answers
     /// a stream request with one JSON body; it is read as such).
     pub streamed: bool,
-    /// Its choices were chat-shaped (`delta`), not completion-shaped (`text`).
+    /// Its choices were chat-shaped (`delta` or `message`), not
+    /// completion-shaped (`text`).
     pub chat_shaped: bool,
 }
 
@@ -237,6 +241,20 @@ impl Http {
             timeout,
             connect_timeout,
         }
+    }
+
+    /// The same clients sending to `{endpoint}/{route}` instead of
+    /// `{endpoint}/completions` (`chat/completions`).
+    pub fn route(mut self, route: &str) -> Http {
+        let base = self
+            .completions_url
+            .strip_suffix("/completions")
+            .unwrap_or(&self.completions_url)
+            .to_string();
+        let url = format!("{base}/{route}");
+        self.target = Target::parse(&url).map(Arc::new);
+        self.completions_url = url.into();
+        self
     }
 
     /// A client with its own agent, shut down by `stop`.
@@ -677,8 +695,9 @@ pub fn read_stream(
             Ok(_) => {}
         }
         stream.feed(&line, at).map_err(stream_failure)?;
-        if stream.text.len() > max_text {
-            return Err(too_much_text(stream.text.len(), max_text));
+        let generated = stream.text.len() + stream.reasoning.len();
+        if generated > max_text {
+            return Err(too_much_text(generated, max_text));
         }
         if stream.done {
             window.open(DRAIN);
@@ -705,8 +724,9 @@ pub fn read_stream(
             .or(stream.last_data_at)
             .or(eof_at)
             .unwrap_or_else(|| start.elapsed()),
-        chat_shaped: stream.chat_shaped && stream.text.is_empty(),
+        chat_shaped: stream.chat_shaped,
         text: stream.text,
+        reasoning: stream.reasoning,
         chunks: stream.chunks,
         usage: stream.usage,
         timings: stream.timings,
@@ -806,14 +826,16 @@ pub fn read_whole(
             "response without choices",
         ));
     }
-    if chunk.text.len() > max_text {
-        return Err(too_much_text(chunk.text.len(), max_text));
+    let generated = chunk.text.len() + chunk.reasoning.len();
+    if generated > max_text {
+        return Err(too_much_text(generated, max_text));
     }
     Ok(Reply {
         ttft: None,
         latency,
         chat_shaped: chunk.chat_shaped,
         text: chunk.text.into_owned(),
+        reasoning: chunk.reasoning.into_owned(),
         chunks: Vec::new(),
         usage: chunk.usage,
         timings: chunk.timings,
@@ -1063,7 +1085,8 @@ mod tests {
         assert_eq!(r.text, " yes");
         let chat = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" hi\"},\"finish_reason\":\"length\"}]}\n\n";
         let r = read(&mut fake(&[chat, DONE], None)).unwrap();
-        assert!(r.chat_shaped && r.text.is_empty());
+        assert!(r.chat_shaped);
+        assert_eq!(r.text, " hi");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The fast path of chunk parsing: a small, strict scanner for the chunk
 //! nearly every streamed token comes in — one `text_completion` choice
-//! with its text and finish reason, nothing else that trie reads.
+//! with its text and finish reason, or one chat choice whose `delta`
+//! carries `content` or reasoning — nothing else that trie reads.
 //!
 //! Why: at 10k chunks/s every chunk wakes a thread whose caches are cold,
 //! and serde's generated code for the full chunk shape cost about as much
@@ -9,7 +10,7 @@
 //!
 //! It is exact by construction: it answers only when the chunk is valid
 //! JSON that it read completely, and declines (`None`) everything else —
-//! usage, timings or error objects, chat deltas, several choices, an
+//! usage, timings or error objects, whole chat messages, several choices, an
 //! unexpected type, a duplicate key, too deep nesting, a malformed byte —
 //! which then goes through serde (`sse::parse_chunk`), the one authority
 //! on errors. A test holds the two to the same answers on mutated chunks.
@@ -21,10 +22,14 @@ use std::borrow::Cow;
 pub struct Scanned<'a> {
     /// `choices` has an element.
     pub has_choice: bool,
-    /// Its `text` (empty when absent or null).
+    /// Its `text` (empty when absent or null), else its delta's `content`.
     pub text: Cow<'a, str>,
+    /// Its delta's `reasoning_content`, else `reasoning`.
+    pub reasoning: Cow<'a, str>,
     /// Its `finish_reason`.
     pub finish_reason: Option<Cow<'a, str>>,
+    /// It has a `delta` and no `text`.
+    pub chat_shaped: bool,
 }
 
 /// Nesting deeper than this is declined (serde's limit is 128).
@@ -38,7 +43,9 @@ pub fn scan(data: &[u8]) -> Option<Scanned<'_>> {
     let mut out = Scanned {
         has_choice: false,
         text: Cow::Borrowed(""),
+        reasoning: Cow::Borrowed(""),
         finish_reason: None,
+        chat_shaped: false,
     };
     let mut seen = [false; 4];
     s.object(|s, key| {
@@ -119,16 +126,21 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// `choices`: no element, or one element without a `delta` whose
-    /// `index` is 0 or absent.
+    /// `choices`: no element, or one element whose `index` is 0 or absent,
+    /// without a whole `message`.
     fn choices(&mut self, out: &mut Scanned<'a>) -> Option<()> {
         self.eat(b'[')?;
         if self.eat(b']').is_some() {
             return Some(());
         }
-        let mut seen = [false; 4];
+        let mut seen = [false; 5];
+        let (mut text, mut delta) = (None, None);
         self.object(|s, key| {
-            match field(key, &["index", "text", "finish_reason", "delta"], &mut seen)? {
+            match field(
+                key,
+                &["index", "text", "finish_reason", "delta", "message"],
+                &mut seen,
+            )? {
                 None => s.skip(0),
                 // null or 0: serde's choice 0 (another index is declined).
                 Some(0) => {
@@ -141,7 +153,7 @@ impl<'a> Scanner<'a> {
                 }
                 Some(1) => {
                     if !s.null() {
-                        out.text = s.string()?;
+                        text = Some(s.string()?);
                     }
                     Some(())
                 }
@@ -151,13 +163,47 @@ impl<'a> Scanner<'a> {
                     }
                     Some(())
                 }
-                // A chat delta: serde reads it.
+                Some(3) => {
+                    if !s.null() {
+                        delta = Some(s.delta()?);
+                    }
+                    Some(())
+                }
+                // A whole chat message: serde reads it.
                 _ => None,
             }
         })?;
         out.has_choice = true;
+        out.chat_shaped = text.is_none() && delta.is_some();
+        let (content, reasoning) = delta.unwrap_or_default();
+        if let Some(t) = text.or(content) {
+            out.text = t;
+        }
+        if let Some(r) = reasoning {
+            out.reasoning = r;
+        }
         // Exactly one element.
         self.eat(b']')
+    }
+
+    /// A chat `delta` object: its `content`, and its `reasoning_content`
+    /// else `reasoning` (each a string or null; other fields skipped).
+    fn delta(&mut self) -> Option<(Option<Cow<'a, str>>, Option<Cow<'a, str>>)> {
+        let mut seen = [false; 3];
+        let mut found: [Option<Cow<'a, str>>; 3] = [None, None, None];
+        self.object(|s, key| {
+            match field(key, &["content", "reasoning_content", "reasoning"], &mut seen)? {
+                None => s.skip(1),
+                Some(i) => {
+                    if !s.null() {
+                        found[i] = Some(s.string()?);
+                    }
+                    Some(())
+                }
+            }
+        })?;
+        let [content, reasoning_content, reasoning] = found;
+        Some((content, reasoning_content.or(reasoning)))
     }
 
     /// A string (the opening quote next), borrowed unless it has escapes.

@@ -61,10 +61,27 @@ struct RawChoice<'a> {
     index: Option<u64>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
-    #[serde(default)]
-    delta: Option<serde::de::IgnoredAny>,
+    /// A streamed chat choice.
+    #[serde(default, borrow)]
+    delta: Option<RawMessage<'a>>,
+    /// A whole (not streamed) chat choice.
+    #[serde(default, borrow)]
+    message: Option<RawMessage<'a>>,
     #[serde(default, borrow)]
     finish_reason: Option<Cow<'a, str>>,
+}
+
+/// What trie reads of a chat `delta` or `message`: the answer, and the
+/// reasoning as DeepSeek (`reasoning_content`) or vLLM's newer parsers
+/// and gpt-oss (`reasoning`) send it; the first of the two when both come.
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
 }
 
 /// Choice 0 of `choices`: the element whose `index` is 0 (or, when the
@@ -120,8 +137,11 @@ struct RawChunk<'a> {
 pub struct Chunk<'a> {
     /// Whether the chunk carries a choice (what TTFT waits for).
     pub has_choice: bool,
-    /// The first choice's text.
+    /// The first choice's text (a chat choice's `content`).
     pub text: Cow<'a, str>,
+    /// The first choice's reasoning text (chat: `reasoning_content` or
+    /// `reasoning`).
+    pub reasoning: Cow<'a, str>,
     /// The first choice's finish reason.
     pub finish_reason: Option<Cow<'a, str>>,
     /// Usage, when this chunk carries it.
@@ -139,7 +159,9 @@ pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
         return Ok(Chunk {
             has_choice: s.has_choice,
             text: s.text,
+            reasoning: s.reasoning,
             finish_reason: s.finish_reason,
+            chat_shaped: s.chat_shaped,
             ..Chunk::default()
         });
     }
@@ -168,8 +190,14 @@ pub fn parse_chunk_serde(data: &[u8]) -> Result<Chunk<'_>, String> {
     };
     if let Some(first) = raw.choices.and_then(|c| c.0) {
         chunk.has_choice = true;
-        chunk.chat_shaped = first.text.is_none() && first.delta.is_some();
-        chunk.text = first.text.unwrap_or_default();
+        let chat = first.delta.or(first.message);
+        chunk.chat_shaped = first.text.is_none() && chat.is_some();
+        let (content, reasoning) = match chat {
+            Some(m) => (m.content, m.reasoning_content.or(m.reasoning)),
+            None => (None, None),
+        };
+        chunk.text = first.text.or(content).unwrap_or_default();
+        chunk.reasoning = reasoning.unwrap_or_default();
         chunk.finish_reason = first.finish_reason;
     }
     Ok(chunk)
@@ -219,19 +247,23 @@ pub enum StreamError {
 }
 
 /// A token-carrying chunk: when it was read and where its text ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChunkMark {
     /// Time since the request was sent.
     pub at: Duration,
     /// Byte offset in [`Stream::text`] where this chunk's text ends.
     pub text_end: usize,
+    /// Byte offset in [`Stream::reasoning`] where its reasoning ends.
+    pub reasoning_end: usize,
 }
 
 /// The state of one streamed response, fed line by line.
 #[derive(Debug, Default)]
 pub struct Stream {
-    /// Concatenated text of all choices.
+    /// Concatenated text of all choices (chat: the answer, `content`).
     pub text: String,
+    /// Concatenated reasoning text (chat reasoning deltas).
+    pub reasoning: String,
     /// Token-carrying chunks, in order.
     pub chunks: Vec<ChunkMark>,
     /// When the first choice chunk arrived.
@@ -272,12 +304,16 @@ impl Stream {
         self.chat_shaped |= chunk.chat_shaped;
         if chunk.has_choice {
             self.first_choice.get_or_insert(at);
-            if !chunk.text.is_empty() {
+            // Reasoning tokens are tokens: they count for TTFT, ITL and
+            // decode speed as answer tokens do.
+            if !chunk.text.is_empty() || !chunk.reasoning.is_empty() {
                 self.first_text.get_or_insert(at);
                 self.text.push_str(&chunk.text);
+                self.reasoning.push_str(&chunk.reasoning);
                 self.chunks.push(ChunkMark {
                     at,
                     text_end: self.text.len(),
+                    reasoning_end: self.reasoning.len(),
                 });
             }
             if chunk.finish_reason.is_some() {
@@ -316,10 +352,17 @@ impl Stream {
     }
 }
 
-/// Text of chunk `i` of `chunks` marking the concatenated `text`.
-pub fn chunk_text<'a>(text: &'a str, chunks: &[ChunkMark], i: usize) -> &'a str {
-    let start = if i == 0 { 0 } else { chunks[i - 1].text_end };
-    &text[start..chunks[i].text_end]
+/// Text of chunk `i` of `chunks` marking the concatenated `text` and
+/// `reasoning`: its reasoning, then its answer text.
+pub fn chunk_text(text: &str, reasoning: &str, chunks: &[ChunkMark], i: usize) -> String {
+    let prev = if i == 0 {
+        ChunkMark::default()
+    } else {
+        chunks[i - 1]
+    };
+    let mut t = String::from(&reasoning[prev.reasoning_end..chunks[i].reasoning_end]);
+    t.push_str(&text[prev.text_end..chunks[i].text_end]);
+    t
 }
 
 #[cfg(test)]
@@ -359,7 +402,7 @@ mod tests {
         assert_eq!(r, Ok(()));
         assert_eq!(s.text, " Distval :fixy");
         assert_eq!(s.chunks.len(), 5);
-        assert_eq!(chunk_text(&s.text, &s.chunks, 2), " :");
+        assert_eq!(chunk_text(&s.text, &s.reasoning, &s.chunks, 2), " :");
         assert_eq!(s.first_choice, Some(Duration::from_millis(0)));
         assert_eq!(s.ttft(), Some(Duration::from_millis(0)));
         assert_eq!(
@@ -425,6 +468,11 @@ data: [DONE]\n\n";
         r#"{"choices":[{"text":"x","index":0,"finish_reason":"stop"}],"timings":{"cache_n":1,"prompt_n":2,"prompt_ms":1.5,"predicted_n":3,"predicted_ms":2e1}}"#,
         r#" { "choices" : [ { "text" : null , "index" : null , "x" : [1, -2.5e-3, true, false, {"y": [[]]}] } ] } "#,
         r#"{"choices":null,"error":null,"timings":null}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"reasoning_content":"hm","content":null},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"reasoning":"a","reasoning_content":"b","tool_calls":[{"x":1}]},"finish_reason":"stop"}]}"#,
+        r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}"#,
     ];
 
     /// Where the scanner answers, serde gives the same chunk.
@@ -439,12 +487,24 @@ data: [DONE]\n\n";
             )
         });
         assert_eq!(
-            (fast.has_choice, &fast.text, &fast.finish_reason),
-            (slow.has_choice, &slow.text, &slow.finish_reason),
+            (
+                fast.has_choice,
+                &fast.text,
+                &fast.reasoning,
+                &fast.finish_reason,
+                fast.chat_shaped
+            ),
+            (
+                slow.has_choice,
+                &slow.text,
+                &slow.reasoning,
+                &slow.finish_reason,
+                slow.chat_shaped
+            ),
             "{:?}",
             String::from_utf8_lossy(data)
         );
-        assert!(slow.usage.is_none() && slow.timings.is_none() && !slow.chat_shaped);
+        assert!(slow.usage.is_none() && slow.timings.is_none());
         true
     }
 
@@ -468,7 +528,8 @@ data: [DONE]\n\n";
         assert_eq!(
             answered,
             [
-                true, true, false, false, false, false, false, false, true, true
+                true, true, false, true, false, false, false, false, true, true, true, true,
+                true, false, false
             ]
         );
         // Mutations of every shape: deleted, repeated and replaced bytes,
