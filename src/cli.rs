@@ -382,7 +382,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         long: "--api",
         short: None,
-        py: Some("api"),
+        py: None,
         value: Some("completions|chat"),
         section: SECTIONS[4],
         help: "completions: the context as one prompt (/v1/completions);\nchat: as messages (/v1/chat/completions), counted exactly\nwith the model's chat template",
@@ -424,16 +424,14 @@ pub const FLAGS: &[Flag] = &[
         help: "variables for the chat template, sent as chat_template_kwargs\nand used in trie's own rendering, e.g. '{\"enable_thinking\":false}'",
         default: None,
         scope: Scope::Both,
-        parse: |r, v| {
-            match serde_json::from_str::<serde_json::Value>(v) {
-                Ok(serde_json::Value::Object(map)) => {
-                    r.chat_kwargs = Some(map);
-                    Ok(())
-                }
-                _ => Err(Error::usage(format!(
-                    "--chat-template-kwargs: '{v}' is not a JSON object; pass e.g. '{{\"enable_thinking\":false}}'"
-                ))),
+        parse: |r, v| match serde_json::from_str::<serde_json::Value>(v) {
+            Ok(serde_json::Value::Object(map)) => {
+                r.chat_kwargs = Some(map);
+                Ok(())
             }
+            _ => Err(Error::usage(format!(
+                "--chat-template-kwargs: '{v}' is not a JSON object; pass e.g. '{{\"enable_thinking\":false}}'"
+            ))),
         },
     },
     Flag {
@@ -741,7 +739,8 @@ pub fn help() -> String {
 /// `trie sim --help`.
 pub const SIM_HELP: &str = "\
 trie sim — a deterministic simulated inference engine (OpenAI-compatible
-/v1/completions with streaming, usage, a prefix cache, a queue and faults).
+/v1/completions and /v1/chat/completions with streaming, usage, a prefix
+cache, a queue and faults).
 Prints `listening on http://127.0.0.1:PORT/v1` first; Ctrl+C stops it.
 
 Usage: trie sim [OPTIONS]
@@ -759,6 +758,9 @@ Usage: trie sim [OPTIONS]
                            so the engine's throughput is decode-tps x min(running, K)
                                                                       [default: no knee]
   --tokens-per-chunk N     tokens per streamed chunk                        [default: 1]
+  --chat-template FILE     Jinja template of chat requests  [default: bundled ChatML-like]
+  --reasoning-tokens N     the first N tokens of each chat answer come as reasoning
+                           (reasoning_content deltas)                       [default: 0]
   --seed N                 seed of generated text and faults                [default: 0]
   --fault-status-rate R    rate of requests answered with --fault-status    [default: 0]
   --fault-status CODE      HTTP status of those answers                   [default: 503]
@@ -979,9 +981,7 @@ impl Raw {
         }
         cfg.chat.template = self.chat_template;
         cfg.chat.kwargs = self.chat_kwargs.unwrap_or_default();
-        if cfg.api != Api::Chat
-            && (cfg.chat.template.is_some() || !cfg.chat.kwargs.is_empty())
-        {
+        if cfg.api != Api::Chat && (cfg.chat.template.is_some() || !cfg.chat.kwargs.is_empty()) {
             return Err(Error::usage(
                 "--chat-template and --chat-template-kwargs apply to chat requests; pass --api chat",
             ));
@@ -1202,6 +1202,8 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--fault-stall-secs",
             "--fault-no-usage-rate",
             "--eos-after",
+            "--chat-template",
+            "--reasoning-tokens",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(Error::usage(format!(
@@ -1248,6 +1250,10 @@ fn parse_sim(args: Vec<OsString>) -> Result<Command> {
             "--fault-stall-rate" => c.faults.stall_rate = rate(f, &v)?,
             "--fault-stall-secs" => c.faults.stall = secs(f, &v)?,
             "--fault-no-usage-rate" => c.faults.no_usage_rate = rate(f, &v)?,
+            "--chat-template" => c.chat_template = Some(v.into()),
+            "--reasoning-tokens" => {
+                c.reasoning_tokens = whole(f, &v, limits::MAX_SIM_COUNT)? as usize
+            }
             "--eos-after" => {
                 c.quirks.eos_after = Some(whole(f, &v, limits::MAX_SIM_EOS_AFTER)? as usize)
             }

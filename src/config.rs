@@ -47,34 +47,7 @@ pub enum LoadModel {
     },
 }
 
-/// The API requests go to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Api {
-    /// `/v1/completions`: the context as one prompt string.
-    #[default]
-    Completions,
-    /// `/v1/chat/completions`: the context as messages, rendered by the
-    /// server with the model's chat template.
-    Chat,
-}
-
-impl Api {
-    /// The route under the endpoint's `/v1`.
-    pub fn route(self) -> &'static str {
-        match self {
-            Api::Completions => "completions",
-            Api::Chat => "chat/completions",
-        }
-    }
-
-    /// The name `--api` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Api::Completions => "completions",
-            Api::Chat => "chat",
-        }
-    }
-}
+pub use crate::net::client::Api;
 
 /// How chat requests are rendered (`--api chat`).
 #[derive(Clone, Debug, Default, PartialEq)]

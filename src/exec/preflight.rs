@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 use crate::exec::slot::{Body, SERVER_BOS};
 use crate::net::client::{self, Client, Expect, Failure, FailureKind, Reply};
 use crate::stop::Stop;
+use std::collections::BTreeMap;
+
+use crate::text::chat::{ChatTemplate, Message};
+use crate::text::conversation::{Calibration, Counting};
 use crate::text::prompt::{Synth, segment_key};
 use crate::text::tokenizer::Tokenizer;
 
@@ -217,22 +221,7 @@ pub fn probe(
     }
     let expected = |t: &Tokenizer| SERVER_BOS + t.count(&text) as u64;
     body.finish(PROBE_MAX_TOKENS);
-    let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes());
-    let mut attempt = 0;
-    let reply = loop {
-        let mut sent = std::time::Instant::now();
-        match client.complete(body.bytes(), PROBE_ROUTING_KEY, expect, &mut sent) {
-            Err(f) if f.kind.retryable() && attempt < max_retries && !stop.is_set() => {
-                log::warn!("preflight: {}; retrying", f.message);
-                if !stop.sleep(client::backoff(attempt)) {
-                    return Err(Error::Interrupted);
-                }
-                attempt += 1;
-            }
-            r => break r,
-        }
-    }
-    .map_err(|f| failed(stop, || probe_failure(&f)))?;
+    let reply = send_probe(client, body.bytes(), synth, max_retries, stop)?;
     let counted = reply.usage.map(|u| u.prompt_tokens);
     let (tok, as_text) = match plain {
         Some(p) if counted != Some(expected(&tok)) && counted == Some(expected(&p)) => {
@@ -244,7 +233,7 @@ pub fn probe(
         }
         _ => (tok, false),
     };
-    for w in findings(&reply, client.streaming(), expected(&tok)) {
+    for w in findings(&reply, client.streaming(), Some(expected(&tok))) {
         log::warn!("preflight: {w}");
     }
     Ok(Probe {
@@ -256,6 +245,192 @@ pub fn probe(
         },
         tokenizer: tok,
         added_tokens_as_text: as_text,
+    })
+}
+
+/// Send one probe request (retried like any request, with backoffs that
+/// `stop` cuts short).
+fn send_probe(
+    client: &Client,
+    body: &[u8],
+    synth: &Synth,
+    max_retries: u32,
+    stop: &Stop,
+) -> Result<Reply> {
+    let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes());
+    let mut attempt = 0;
+    loop {
+        let mut sent = std::time::Instant::now();
+        match client.complete(body, PROBE_ROUTING_KEY, expect, &mut sent) {
+            Err(f) if f.kind.retryable() && attempt < max_retries && !stop.is_set() => {
+                log::warn!("preflight: {}; retrying", f.message);
+                if !stop.sleep(client::backoff(attempt)) {
+                    return Err(Error::Interrupted);
+                }
+                attempt += 1;
+            }
+            r => break r,
+        }
+    }
+    .map_err(|f| failed(stop, || probe_failure(&f)))
+}
+
+/// What the chat probe found out (`--api chat`).
+pub struct ChatProbe {
+    /// What the completion probe finds out.
+    pub probe: Probe,
+    /// How chat prompts are counted.
+    pub counting: Counting,
+}
+
+/// The chat probe: two conversations sent to the chat route — a user
+/// message, then the same with a reply and another user message after it.
+/// The server's prompt counts of both, against trie's rendering of them
+/// with `template`, say whether trie renders as the server does and how
+/// many tokens (a BOS) the server adds; the user messages end in one of
+/// the tokenizer's non-special added tokens, as the completion probe's
+/// prompt does. When there is no template, it cannot be rendered, or the
+/// server's counts differ otherwise, the template's tokens are calibrated
+/// from the server's counts (said in a warning).
+#[allow(clippy::too_many_arguments)]
+pub fn probe_chat(
+    client: &Client,
+    synth: &Synth,
+    tok: Tokenizer,
+    template: Option<ChatTemplate>,
+    extra: &BTreeMap<String, serde_json::Value>,
+    fields: &str,
+    seed: u64,
+    model_json: &str,
+    max_retries: u32,
+    stop: &Stop,
+) -> Result<ChatProbe> {
+    let added = tok.plain_added_token();
+    let plain = added.as_ref().and_then(|_| tok.with_added_tokens_as_text());
+    let words = |k: u32, n: usize| synth.text(segment_key(seed, u64::MAX, k), n);
+    let mut user = words(0, PROBE_PROMPT_TOKENS as usize);
+    if let (Some(added), Some(_)) = (&added, &plain) {
+        user.push_str(added);
+    }
+    let answer = words(1, PROBE_MAX_TOKENS as usize);
+    let short = vec![Message::new("user", &user)];
+    let mut long = short.clone();
+    long.push(Message::new("assistant", &answer));
+    long.push(Message::new("user", &user));
+    let mut served = Vec::new();
+    let mut first_reply = None;
+    for conversation in [&short, &long] {
+        let mut body = Body::chat(model_json, client.streaming(), fields, "user");
+        for (i, m) in conversation.iter().enumerate() {
+            if i > 0 {
+                body.message(&m.role);
+            }
+            body.push_text(&m.content);
+        }
+        body.finish(PROBE_MAX_TOKENS);
+        let reply = send_probe(client, body.bytes(), synth, max_retries, stop)?;
+        served.push(reply.usage.map(|u| u.prompt_tokens));
+        first_reply.get_or_insert(reply);
+    }
+    // Chat-shaped, as asked.
+    let reply = Reply {
+        chat_shaped: false,
+        ..first_reply.unwrap_or_default()
+    };
+    let warned = Warned {
+        short: reply
+            .usage
+            .is_some_and(|u| u.completion_tokens < PROBE_MAX_TOKENS as u64),
+        chat_shaped: false,
+    };
+    // trie's count of each conversation with `t`, when the template renders.
+    let rendered = |t: &Tokenizer| -> Option<Vec<u64>> {
+        let template = template.as_ref()?;
+        [&short, &long]
+            .iter()
+            .map(|c| {
+                let text = template.render(c, true, extra).ok()?;
+                Some(t.count(&text) as u64)
+            })
+            .collect()
+    };
+    // The server adds `bos` (0 or 1) to both renderings alike.
+    let fits = |counts: &Option<Vec<u64>>| -> Option<u64> {
+        let c = counts.as_ref()?;
+        let (a, b) = (served[0]?, served[1]?);
+        let bos = a.checked_sub(c[0])?;
+        (bos <= 1 && b.checked_sub(c[1]) == Some(bos)).then_some(bos)
+    };
+    let mine = rendered(&tok);
+    let as_text = plain.as_ref().map(&rendered);
+    let (tok, as_text_found, bos) = match (fits(&mine), as_text.as_ref().map(&fits)) {
+        (Some(bos), _) => (tok, false, Some(bos)),
+        (None, Some(Some(bos))) => {
+            log::info!(
+                "preflight: the server reads added-token text such as {:?} as plain text; trie counts the same way",
+                added.clone().unwrap_or_default()
+            );
+            (plain.unwrap_or(tok), true, Some(bos))
+        }
+        _ => (tok, false, None),
+    };
+    for w in findings(&reply, client.streaming(), None) {
+        log::warn!("preflight: {w}");
+    }
+    let counting = match (bos, template) {
+        (Some(bos), Some(template)) => {
+            log::info!(
+                "preflight: chat prompts counted exactly with the template {} (the server adds {bos} token{} to it)",
+                template.source,
+                if bos == 1 { "" } else { "s" }
+            );
+            Counting::Template {
+                template: Box::new(template),
+                extra: extra.clone(),
+                bos,
+            }
+        }
+        (_, template) => {
+            let (Some(a), Some(b)) = (served[0], served[1]) else {
+                return Err(Error::run(
+                    "preflight: the server sent no usage for chat requests, and trie needs its prompt counts to count the chat template's tokens; is --endpoint an OpenAI chat API?",
+                ));
+            };
+            let (u, r) = (tok.count(&user) as i64, tok.count(&answer) as i64);
+            let calibration = Calibration {
+                first: a as i64 - u,
+                system: 0,
+                per_turn: b as i64 - a as i64 - u - r,
+            };
+            let why = match (&template, &mine) {
+                (None, _) => {
+                    "no chat template was found beside the tokenizer (pass --chat-template FILE)"
+                        .to_string()
+                }
+                (Some(t), None) => format!(
+                    "the chat template {} cannot render trie's conversation",
+                    t.source
+                ),
+                (Some(t), Some(c)) => format!(
+                    "the server counted {a} and {b} prompt tokens where trie's rendering with the chat template {} has {} and {}: the server renders differently (pass the template it uses with --chat-template, its variables with --chat-template-kwargs)",
+                    t.source, c[0], c[1]
+                ),
+            };
+            log::warn!(
+                "preflight: {why}; chat prompts are counted from the server's own counts instead ({} template tokens before the first answer, {} per turn), which may be off by a few tokens",
+                calibration.first,
+                calibration.per_turn
+            );
+            Counting::Calibrated(calibration)
+        }
+    };
+    Ok(ChatProbe {
+        probe: Probe {
+            tokenizer: tok,
+            added_tokens_as_text: as_text_found,
+            warned,
+        },
+        counting,
     })
 }
 
@@ -295,8 +470,9 @@ pub fn short_completion(got: u64, asked: u64) -> String {
 }
 
 /// What the probe's reply says about the server, as warnings; `expected` is
-/// the prompt count trie meant to send.
-pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
+/// the prompt count trie meant to send (`None`: the chat probe, which
+/// judges the counts itself).
+pub fn findings(reply: &Reply, stream: bool, expected: Option<u64>) -> Vec<String> {
     let mut out = Vec::new();
     if reply.chat_shaped {
         out.push(
@@ -329,7 +505,7 @@ pub fn findings(reply: &Reply, stream: bool, expected: u64) -> Vec<String> {
                 .to_string(),
         );
     }
-    if u.prompt_tokens != expected {
+    if let Some(expected) = expected.filter(|&e| e != u.prompt_tokens) {
         out.push(format!(
             "the server counted {} prompt tokens where trie sent {expected}: the tokenizer (--tokenizer) may not be the served model's, so prompt lengths will be off",
             u.prompt_tokens
@@ -408,7 +584,7 @@ mod tests {
             }),
             ..Reply::default()
         };
-        assert!(findings(&good, true, 17).is_empty());
+        assert!(findings(&good, true, Some(17)).is_empty());
         let bad = Reply {
             streamed: false,
             usage: Some(Usage {
@@ -418,7 +594,7 @@ mod tests {
             }),
             ..Reply::default()
         };
-        let f = findings(&bad, true, 17).join("\n");
+        let f = findings(&bad, true, Some(17)).join("\n");
         for needle in [
             "does not stream",
             "ignore ignore_eos",
@@ -427,11 +603,11 @@ mod tests {
         ] {
             assert!(f.contains(needle), "{needle} missing in {f}");
         }
-        assert!(findings(&Reply::default(), false, 17)[0].contains("no usage"));
+        assert!(findings(&Reply::default(), false, Some(17))[0].contains("no usage"));
         let chat = Reply {
             chat_shaped: true,
             ..Reply::default()
         };
-        assert!(findings(&chat, false, 17)[0].contains("chat-shaped"));
+        assert!(findings(&chat, false, Some(17))[0].contains("chat-shaped"));
     }
 }

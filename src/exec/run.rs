@@ -7,17 +7,18 @@
 //! flight. Every file is written on every way out of a started run.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
-use crate::config::{Arrival, Config, Endpoint, LoadModel};
+use crate::config::{Api, Arrival, Config, Endpoint, LoadModel};
 use crate::error::panic_message;
 use crate::error::{Error, Result};
 use crate::exec::aggregator::Aggregator;
 use crate::exec::preflight;
-use crate::exec::slot::{Job, SlotContext, TraceHook, run_slot};
+use crate::exec::slot::{ChatRequests, Job, SlotContext, TraceHook, run_slot};
 use crate::input::workload;
 use crate::limits;
 use crate::net::client::Http;
@@ -26,9 +27,10 @@ use crate::output::report;
 use crate::output::results::{Results, RunConfig};
 use crate::record::event::Event;
 use crate::record::summary::Summary;
-use crate::sim::{BUNDLED_TOKENIZER, SIM_MODEL, Sim, SimConfig};
+use crate::sim::{BUNDLED_CHAT_TEMPLATE, BUNDLED_TOKENIZER, SIM_MODEL, Sim, SimConfig};
 use crate::stop::Stop;
 use crate::term;
+use crate::text::chat::ChatTemplate;
 use crate::text::prompt::{Rng, Synth, mix};
 use crate::text::tokenizer::{self, Tokenizer, Workers};
 
@@ -134,6 +136,8 @@ pub struct Prepared {
     model_json: String,
     tokenizer: Arc<Tokenizer>,
     synth: Synth,
+    /// Chat requests (`--api chat`).
+    chat: Option<ChatRequests>,
     warned: preflight::Warned,
     run_config: RunConfig,
     event_log_error: Option<String>,
@@ -192,7 +196,11 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     let path = workload::resolve(&cfg.workload, stop)?;
     let workload = Arc::new(workload::load(&path, stop)?);
     let mut inputs = vec![Input::new("the workload", &path)];
-    let load_tokenizer = |model: &str| -> Result<(Tokenizer, Option<Input>)> {
+    if let Some(t) = &cfg.chat.template {
+        inputs.push(Input::new("the chat template", t));
+    }
+    // The tokenizer, and the file it came from (`None`: the bundled one).
+    let load_tokenizer = |model: &str| -> Result<(Tokenizer, Option<PathBuf>)> {
         match &cfg.tokenizer {
             None if cfg.endpoint == Endpoint::Sim || model == SIM_MODEL => Ok((
                 Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")?,
@@ -200,20 +208,38 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
             )),
             spec => {
                 let p = tokenizer::resolve(spec.as_deref().unwrap_or(model), stop)?;
-                Ok((
-                    Tokenizer::from_file(&p)?,
-                    Some(Input::new("the tokenizer", &p)),
-                ))
+                Ok((Tokenizer::from_file(&p)?, Some(p)))
             }
         }
     };
+    let tokenizer_input = |p: &Option<PathBuf>| p.as_ref().map(|p| Input::new("the tokenizer", p));
     let early_tok = match (&cfg.tokenizer, &cfg.model, &cfg.endpoint) {
         (None, None, Endpoint::Url(_)) => None,
         (_, model, _) => {
-            let (tok, input) = load_tokenizer(model.as_deref().unwrap_or(""))?;
-            inputs.extend(input);
-            Some(tok)
+            let (tok, path) = load_tokenizer(model.as_deref().unwrap_or(""))?;
+            inputs.extend(tokenizer_input(&path));
+            Some((tok, path))
         }
+    };
+    // The chat template, compiled before anything is sent.
+    let chat_template = |tokenizer_path: &Option<PathBuf>| -> Result<Option<ChatTemplate>> {
+        if cfg.api != Api::Chat {
+            return Ok(None);
+        }
+        match (&cfg.chat.template, tokenizer_path) {
+            (Some(file), p) => ChatTemplate::from_file(file, p.as_deref()).map(Some),
+            (None, Some(p)) => ChatTemplate::beside(p),
+            (None, None) => ChatTemplate::new(
+                BUNDLED_CHAT_TEMPLATE,
+                "bundled data/chat_template.jinja",
+                Default::default(),
+            )
+            .map(Some),
+        }
+    };
+    let early_template = match &early_tok {
+        Some((_, path)) => Some(chat_template(path)?),
+        None => None,
     };
     let mut outputs = Outputs::prepare(&cfg.files, &inputs, stop)?;
     if let Some(dir) = &cfg.sweep.plot {
@@ -276,34 +302,68 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     .route(cfg.api.route());
     let preflight_client = http.preflight_client(stop);
     let model = preflight::choose_model(&preflight_client, &endpoint, cfg.model.as_deref(), stop)?;
-    let tok = match early_tok {
-        Some(t) => t,
-        None => {
-            let (tok, input) = load_tokenizer(&model)?;
-            outputs.check_inputs(&input.into_iter().collect::<Vec<_>>())?;
-            tok
+    let (tok, template) = match (early_tok, early_template) {
+        (Some((t, _)), Some(template)) => (t, template),
+        _ => {
+            let (tok, path) = load_tokenizer(&model)?;
+            outputs.check_inputs(&tokenizer_input(&path).into_iter().collect::<Vec<_>>())?;
+            let template = chat_template(&path)?;
+            (tok, template)
         }
     };
     let synth = Synth::new(&tok)?;
     check(stop)?;
     let model_json = serde_json::Value::from(model.as_str()).to_string();
     // The tokenizer that counts replies as the server will (see the probe).
-    let probe = preflight::probe(
-        &preflight_client,
-        &synth,
-        tok,
-        cfg.seed,
-        &model_json,
-        cfg.max_retries,
-        stop,
-    )?;
+    let (probe, chat) = match cfg.api {
+        Api::Completions => (
+            preflight::probe(
+                &preflight_client,
+                &synth,
+                tok,
+                cfg.seed,
+                &model_json,
+                cfg.max_retries,
+                stop,
+            )?,
+            None,
+        ),
+        Api::Chat => {
+            let fields = if cfg.chat.kwargs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    r#""chat_template_kwargs":{},"#,
+                    serde_json::Value::Object(cfg.chat.kwargs.clone())
+                )
+            };
+            let extra = cfg.chat.kwargs.clone().into_iter().collect();
+            let p = preflight::probe_chat(
+                &preflight_client,
+                &synth,
+                tok,
+                template,
+                &extra,
+                &fields,
+                cfg.seed,
+                &model_json,
+                cfg.max_retries,
+                stop,
+            )?;
+            let chat = ChatRequests {
+                counting: p.counting,
+                fields,
+            };
+            (p.probe, Some(chat))
+        }
+    };
     drop(preflight_client);
     check(stop)?;
     // Created (truncated) only now, once every input is known and checked:
     // a run refused before its clock starts leaves an old log as it was.
     let event_log = outputs.event_log()?;
     let tok = probe.tokenizer;
-    let run_config = RunConfig::new(
+    let mut run_config = RunConfig::new(
         cfg,
         &endpoint,
         &model,
@@ -312,6 +372,7 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
         &tok,
         probe.added_tokens_as_text,
     );
+    run_config.chat_counting = chat.as_ref().map(|c| c.counting.describe());
 
     Ok(Prepared {
         workload,
@@ -324,6 +385,7 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
         model_json,
         tokenizer: Arc::new(tok),
         synth,
+        chat,
         warned: probe.warned,
         run_config,
         event_log_error: None,
@@ -371,6 +433,7 @@ pub fn execute(
         num_gpus: cfg.num_gpus,
         seed: cfg.seed,
         stream: cfg.stream,
+        api: cfg.api,
         ..Summary::default()
     };
     match cfg.load {
@@ -419,6 +482,7 @@ pub fn execute(
         events: events_tx,
         hash_bodies: cfg.files.events.is_some(),
         on_trace: hooks.on_trace.as_deref(),
+        chat: prepared.chat.as_ref(),
     };
     let executed = std::thread::scope(|s| -> Result<Duration> {
         let ctx = &ctx;

@@ -15,6 +15,7 @@ use crate::net::client::{Client, Expect, Failure, FailureKind, Http, Reply};
 use crate::record::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
 use crate::record::metrics;
 use crate::stop::Stop;
+use crate::text::conversation::{Conversation, Counting, Plan};
 use crate::text::prompt::{Synth, segment_key};
 use crate::text::tokenizer::{Counter, Workers};
 
@@ -63,11 +64,25 @@ pub struct SlotContext<'a> {
     pub hash_bodies: bool,
     /// Called at the start of every trace (tests).
     pub on_trace: Option<&'a TraceHook>,
+    /// Chat requests (`--api chat`); `None`: completions.
+    pub chat: Option<&'a ChatRequests>,
 }
 
 impl SlotContext<'_> {
     fn since_epoch(&self, t: Instant) -> Duration {
         t.saturating_duration_since(self.epoch)
+    }
+
+    /// Report `job` started now on `slot`, off its schedule (a trace that
+    /// fails before its clock would start, so that its failure is counted).
+    fn started_now(&self, job: Job, slot: usize) {
+        let _ = self.events.send(Event::TraceStarted {
+            seq: job.seq,
+            template: job.template,
+            slot,
+            at: self.since_epoch(Instant::now()),
+            late: None,
+        });
     }
 
     fn trace_ended(&self, seq: u64, end: TraceEnd) {
@@ -104,13 +119,7 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
             log::debug!("{} slot {slot}: {message}", trace_id(job.seq));
             if !began {
                 // Started now, so that its failure is counted.
-                let _ = ctx.events.send(Event::TraceStarted {
-                    seq: job.seq,
-                    template: job.template,
-                    slot,
-                    at: ctx.since_epoch(Instant::now()),
-                    late: None,
-                });
+                ctx.started_now(job, slot);
             }
             ctx.trace_ended(
                 job.seq,
@@ -125,30 +134,65 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
 }
 
 /// The request body of one trace, grown in place: `{..."prompt":"<context>`
-/// plus a per-request tail with `max_tokens` that is cut off after sending.
+/// (chat: `{..."messages":[{"role":"user","content":"<prompt>"},…`) plus a
+/// per-request tail with `max_tokens` that is cut off after sending.
 /// Optionally hashed as it grows, so the hash of each request costs only its
 /// new bytes, all hashed before the request's clock starts.
 pub struct Body {
     buf: Vec<u8>,
+    /// Messages, not one prompt.
+    chat: bool,
     /// FNV-1a of `buf` up to the tail, when hashing.
     prefix_hash: Option<u64>,
     /// FNV-1a of the whole body after [`Body::finish`].
     full_hash: Option<u64>,
 }
 
+/// The `"stream":…` fields of a request.
+fn stream_fields(stream: bool) -> &'static str {
+    if stream {
+        r#""stream":true,"stream_options":{"include_usage":true},"#
+    } else {
+        ""
+    }
+}
+
 impl Body {
-    /// The fixed head of every request of a trace.
+    /// The fixed head of every completion request of a trace.
     pub fn new(model_json: &str, stream: bool) -> Body {
-        let stream_part = if stream {
-            r#""stream":true,"stream_options":{"include_usage":true},"#
-        } else {
-            ""
-        };
-        let head = format!(r#"{{"model":{model_json},"ignore_eos":true,{stream_part}"prompt":""#);
+        let head = format!(
+            r#"{{"model":{model_json},"ignore_eos":true,{}"prompt":""#,
+            stream_fields(stream)
+        );
         Body {
             buf: head.into_bytes(),
+            chat: false,
             prefix_hash: None,
             full_hash: None,
+        }
+    }
+
+    /// The fixed head of every chat request of a trace, its first message
+    /// of `role` begun; `fields` are further JSON members, each followed
+    /// by a comma (`"chat_template_kwargs":{…},`).
+    pub fn chat(model_json: &str, stream: bool, fields: &str, role: &str) -> Body {
+        let head = format!(
+            r#"{{"model":{model_json},"ignore_eos":true,{}{fields}"messages":[{{"role":"{role}","content":""#,
+            stream_fields(stream)
+        );
+        Body {
+            buf: head.into_bytes(),
+            chat: true,
+            prefix_hash: None,
+            full_hash: None,
+        }
+    }
+
+    /// Chat: end the current message and begin one of `role` (a JSON-safe
+    /// name). A prompt has no messages: nothing.
+    pub fn message(&mut self, role: &str) {
+        if self.chat {
+            self.extend(format!(r#""}},{{"role":"{role}","content":""#).as_bytes());
         }
     }
 
@@ -180,7 +224,8 @@ impl Body {
     /// The full body with this `max_tokens`; call [`Body::cut`] after sending.
     pub fn finish(&mut self, max_tokens: u32) -> usize {
         let len = self.buf.len();
-        let tail = format!(r#"","max_tokens":{max_tokens}}}"#);
+        let close = if self.chat { r#""}]"# } else { r#"""# };
+        let tail = format!(r#"{close},"max_tokens":{max_tokens}}}"#);
         self.buf.extend_from_slice(tail.as_bytes());
         self.full_hash = self
             .prefix_hash
@@ -250,15 +295,162 @@ impl ContextCount {
     }
 }
 
-/// The synthetic segments of a trace: its first prompt (one token short, for
-/// the server's BOS) and each tool output.
-pub fn synthesize(synth: &Synth, seed: u64, seq: u64, t: &Trace) -> Vec<(String, u64)> {
-    let first = t.input_prompt_length.saturating_sub(SERVER_BOS as u32) as u64;
+/// The synthetic segments of a trace: its first prompt (`less` tokens
+/// short: the server's BOS on a completion prompt) and each tool output.
+pub fn synthesize(synth: &Synth, seed: u64, seq: u64, t: &Trace, less: u64) -> Vec<(String, u64)> {
+    let first = (t.input_prompt_length as u64).saturating_sub(less);
     std::iter::once(first)
         .chain(t.tool_call_output_length.iter().map(|&n| n as u64))
         .enumerate()
         .map(|(k, n)| (synth.text(segment_key(seed, seq, k as u32), n as usize), n))
         .collect()
+}
+
+/// How chat requests are made and counted (`--api chat`).
+pub struct ChatRequests {
+    /// How their prompt tokens are known.
+    pub counting: Counting,
+    /// Further JSON members of every request, each followed by a comma
+    /// (`"chat_template_kwargs":{…},`).
+    pub fields: String,
+}
+
+/// A trace's context and the exact count of its next prompt: the
+/// completion prompt's ([`ContextCount`]) or the chat conversation's
+/// ([`Conversation`]). Growing it is two steps around the tokenizer's
+/// threads: [`Context::grow`] gives the texts to count, [`Context::settle`]
+/// takes their counts.
+enum Context<'c> {
+    Prompt {
+        count: ContextCount,
+        /// The tool output to append once the reply's tail is counted.
+        pending: Option<(String, u64)>,
+    },
+    Chat {
+        conv: Conversation,
+        chat: &'c ChatRequests,
+        plan: Option<Plan>,
+        /// Calibrated counting: content tokens (each message alone) and
+        /// replies so far.
+        content: u64,
+        turns: i64,
+        system: bool,
+    },
+}
+
+impl<'c> Context<'c> {
+    /// A context opened by `first` (its text and tokens); `system`: the
+    /// shared system prompt before it (chat).
+    fn new(chat: Option<&'c ChatRequests>, first: &(String, u64)) -> Context<'c> {
+        match chat {
+            None => {
+                let mut count = ContextCount::default();
+                count.push_synthetic(&first.0, first.1);
+                Context::Prompt {
+                    count,
+                    pending: None,
+                }
+            }
+            Some(chat) => {
+                let mut conv = Conversation::new();
+                conv.push_synthetic("user", &first.0, first.1);
+                Context::Chat {
+                    conv,
+                    chat,
+                    plan: None,
+                    content: first.1,
+                    turns: 0,
+                    system: false,
+                }
+            }
+        }
+    }
+
+    /// The texts to count for the first prompt.
+    fn begin(&mut self) -> Result<Vec<String>, String> {
+        match self {
+            Context::Prompt { .. } => Ok(Vec::new()),
+            Context::Chat { .. } => self.plan(),
+        }
+    }
+
+    fn plan(&mut self) -> Result<Vec<String>, String> {
+        let Context::Chat {
+            conv, chat, plan, ..
+        } = self
+        else {
+            return Ok(Vec::new());
+        };
+        match &chat.counting {
+            Counting::Template {
+                template, extra, ..
+            } => {
+                let p = conv.plan(template, extra)?;
+                let texts = p.to_count();
+                *plan = Some(p);
+                Ok(texts)
+            }
+            Counting::Calibrated(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Append `reply` and the tool's output `tool`; the texts to count.
+    fn grow(&mut self, reply: &str, tool: &(String, u64)) -> Result<Vec<String>, String> {
+        match self {
+            Context::Prompt { count, pending } => {
+                *pending = Some(tool.clone());
+                Ok(vec![count.tail_with(reply)])
+            }
+            Context::Chat {
+                conv,
+                chat,
+                content,
+                turns,
+                ..
+            } => {
+                if let Counting::Calibrated(_) = chat.counting {
+                    *content += tool.1;
+                    *turns += 1;
+                    return Ok(vec![reply.to_string()]);
+                }
+                conv.push_text("assistant", reply);
+                conv.push_synthetic("user", &tool.0, tool.1);
+                self.plan()
+            }
+        }
+    }
+
+    /// The next prompt's tokens, given `texts` (from [`Context::begin`] or
+    /// [`Context::grow`]) and their `counts`; `None` when they do not fit.
+    fn settle(&mut self, mut texts: Vec<String>, counts: &[usize]) -> Option<u64> {
+        match self {
+            Context::Prompt { count, pending } => {
+                if let Some((text, n)) = pending.take() {
+                    count.push_counted(texts.swap_remove(0), *counts.first()? as u64);
+                    count.push_synthetic(&text, n);
+                }
+                Some(SERVER_BOS + count.tokens())
+            }
+            Context::Chat {
+                conv,
+                chat,
+                plan,
+                content,
+                turns,
+                system,
+            } => match &chat.counting {
+                Counting::Template { bos, .. } => Some(bos + conv.settle(plan.take()?, counts)?),
+                Counting::Calibrated(c) => {
+                    if *turns > 0 {
+                        *content += *counts.first()? as u64;
+                    }
+                    let overhead =
+                        c.first + c.per_turn * *turns + if *system { c.system } else { 0 };
+                    Some((*content as i64 + overhead).max(0) as u64)
+                }
+            },
+        }
+    }
 }
 
 /// Run one trace; `began` is set once its start has been reported.
@@ -272,14 +464,40 @@ fn run_trace(
     began: &mut bool,
 ) {
     let t = &ctx.workload.traces[job.template];
-    let segments = synthesize(ctx.synth, ctx.seed, job.seq, t);
-    let mut body = Body::new(&ctx.model_json, client.streaming());
+    let internal = |message: String| {
+        ctx.started_now(job, slot);
+        let kind = FailureKind::Internal;
+        ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
+    };
+    // A chat prompt's BOS is the template's (counted in the rendering).
+    let less = if ctx.chat.is_some() { 0 } else { SERVER_BOS };
+    let segments = synthesize(ctx.synth, ctx.seed, job.seq, t, less);
+    let mut body = match ctx.chat {
+        None => Body::new(&ctx.model_json, client.streaming()),
+        Some(chat) => Body::chat(&ctx.model_json, client.streaming(), &chat.fields, "user"),
+    };
     if ctx.hash_bodies {
         body = body.hashed();
     }
-    let mut count = ContextCount::default();
     body.push_synthetic(&segments[0].0);
-    count.push_synthetic(&segments[0].0, segments[0].1);
+    let mut context = Context::new(ctx.chat, &segments[0]);
+    // The first prompt is counted before the trace's clock starts.
+    let first = context.begin().and_then(|texts| {
+        let (texts, counts) = counter
+            .count(texts, ctx.stop)?
+            .ok_or_else(|| "run stopped".to_string())?;
+        context
+            .settle(texts, &counts)
+            .ok_or_else(|| "counts that do not fit the prompt".to_string())
+    });
+    let mut expected_prompt_tokens = match first {
+        Ok(n) => n,
+        Err(_) if ctx.stop.is_set() => return,
+        Err(e) => {
+            *began = true;
+            return internal(format!("cannot count the first prompt: {e}"));
+        }
+    };
     let routing_key = trace_id(job.seq);
 
     let started = Instant::now();
@@ -294,7 +512,6 @@ fn run_trace(
     let mut end_at = started;
     for turn in 0..t.num_requests() {
         let max_tokens = t.max_tokens(turn);
-        let expected_prompt_tokens = SERVER_BOS + count.tokens();
         let tail = body.finish(max_tokens);
         // The body's size bounds the prompt's (its JSON escapes only add).
         let expect = Expect::new(max_tokens as u64, ctx.synth.longest_token_bytes())
@@ -348,27 +565,39 @@ fn run_trace(
                 .get(turn)
                 .map(|&s| crate::limits::seconds(s))
                 .unwrap_or_default();
-        // Off the timed path from here on: the request has ended. The reply
-        // (with the context before it) and, when chunks carry several
-        // tokens, each chunk are counted on the tokenizer's threads; after
-        // the stop the slot stops waiting for that.
+        // Off the timed path from here on: the request has ended. The next
+        // prompt (the reply and the tool's output appended) and, when
+        // chunks carry several tokens, each chunk are counted on the
+        // tokenizer's threads; after the stop the slot stops waiting for
+        // that.
         log::trace!("{routing_key} turn {turn} reply {:?}", reply.text);
         let more = turn < t.num_turns();
+        let grown = if more {
+            context.grow(&reply.text, &segments[turn + 1])
+        } else {
+            Ok(Vec::new())
+        };
         let per_chunk = chunk_texts(&reply);
         let counted_chunks = per_chunk.is_some();
-        let texts: Vec<String> = more
-            .then(|| count.tail_with(&reply.text))
-            .into_iter()
-            .chain(per_chunk.into_iter().flatten())
-            .collect();
-        // A panic of the tokenizer fails the trace, after this request's
-        // record (the server did answer it).
-        let (counted, broken) = if texts.is_empty() {
-            (Some((texts, Vec::new())), None)
-        } else {
-            match counter.count(texts, ctx.stop) {
-                Ok(c) => (c, None),
-                Err(message) => (None, Some(message)),
+        // A template that refuses the conversation, or a panic of the
+        // tokenizer, fails the trace, after this request's record (the
+        // server did answer it).
+        let (counted, broken) = match grown {
+            Err(e) => (None, Some(format!("cannot count the next prompt: {e}"))),
+            Ok(texts) => {
+                let n_context = texts.len();
+                let texts: Vec<String> = texts
+                    .into_iter()
+                    .chain(per_chunk.into_iter().flatten())
+                    .collect();
+                if texts.is_empty() {
+                    (Some((texts, Vec::new(), 0)), None)
+                } else {
+                    match counter.count(texts, ctx.stop) {
+                        Ok(c) => (c.map(|(t, n)| (t, n, n_context)), None),
+                        Err(message) => (None, Some(message)),
+                    }
+                }
             }
         };
         let (itl_sum, itl_count) = itl_of(
@@ -376,9 +605,6 @@ fn run_trace(
             counted_chunks,
             counted.as_ref().map(|c| c.1.as_slice()),
         );
-        let context = counted
-            .filter(|_| more)
-            .and_then(|(mut texts, counts)| Some((texts.swap_remove(0), *counts.first()? as u64)));
         let _ = ctx.events.send(Event::Request(RequestRecord {
             seq: job.seq,
             template: job.template,
@@ -395,7 +621,7 @@ fn run_trace(
             retries,
             timings: reply.timings,
             body_fnv1a,
-            chat_shaped: reply.chat_shaped,
+            chat_shaped: reply.chat_shaped && ctx.chat.is_none(),
         }));
         if let Some(message) = broken {
             let kind = FailureKind::Internal;
@@ -403,15 +629,24 @@ fn run_trace(
             return;
         }
         if more {
-            let Some((tail, n)) = context.filter(|_| !ctx.stop.is_set()) else {
+            let Some((mut texts, counts, n_context)) = counted.filter(|_| !ctx.stop.is_set())
+            else {
                 ctx.trace_ended(job.seq, TraceEnd::Cancelled);
                 return;
             };
+            texts.truncate(n_context);
+            let Some(next) = context.settle(texts, &counts[..n_context]) else {
+                let kind = FailureKind::Internal;
+                let message = "counts that do not fit the prompt".to_string();
+                ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
+                return;
+            };
+            expected_prompt_tokens = next;
+            let tool = &segments[turn + 1];
+            body.message("assistant");
             body.push_text(&reply.text);
-            count.push_counted(tail, n);
-            let (text, n) = &segments[turn + 1];
-            body.push_synthetic(text);
-            count.push_synthetic(text, *n);
+            body.message("user");
+            body.push_synthetic(&tool.0);
             if !ctx.stop.sleep_until(tool_done) {
                 ctx.trace_ended(job.seq, TraceEnd::Cancelled);
                 return;

@@ -30,6 +30,36 @@ use crate::net::sse::{self, ChunkMark, ServerTimings, Stream, StreamError, Usage
 use crate::net::transport::{DirectConnector, ReadWindow, Request};
 use crate::stop::Stop;
 
+/// The API requests go to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// `/v1/completions`: the context as one prompt string.
+    #[default]
+    Completions,
+    /// `/v1/chat/completions`: the context as messages, rendered by the
+    /// server with the model's chat template.
+    Chat,
+}
+
+impl Api {
+    /// The route under the endpoint's `/v1`.
+    pub fn route(self) -> &'static str {
+        match self {
+            Api::Completions => "completions",
+            Api::Chat => "chat/completions",
+        }
+    }
+
+    /// The name `--api` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Completions => "completions",
+            Api::Chat => "chat",
+        }
+    }
+}
+
 /// Why a request failed; counted by kind in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

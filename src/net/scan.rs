@@ -32,6 +32,9 @@ pub struct Scanned<'a> {
     pub chat_shaped: bool,
 }
 
+/// A chat delta's `content` and reasoning.
+type Delta<'a> = (Option<Cow<'a, str>>, Option<Cow<'a, str>>);
+
 /// Nesting deeper than this is declined (serde's limit is 128).
 const MAX_DEPTH: usize = 64;
 
@@ -188,11 +191,15 @@ impl<'a> Scanner<'a> {
 
     /// A chat `delta` object: its `content`, and its `reasoning_content`
     /// else `reasoning` (each a string or null; other fields skipped).
-    fn delta(&mut self) -> Option<(Option<Cow<'a, str>>, Option<Cow<'a, str>>)> {
+    fn delta(&mut self) -> Option<Delta<'a>> {
         let mut seen = [false; 3];
         let mut found: [Option<Cow<'a, str>>; 3] = [None, None, None];
         self.object(|s, key| {
-            match field(key, &["content", "reasoning_content", "reasoning"], &mut seen)? {
+            match field(
+                key,
+                &["content", "reasoning_content", "reasoning"],
+                &mut seen,
+            )? {
                 None => s.skip(1),
                 Some(i) => {
                     if !s.null() {

@@ -528,8 +528,8 @@ data: [DONE]\n\n";
         assert_eq!(
             answered,
             [
-                true, true, false, true, false, false, false, false, true, true, true, true,
-                true, false, false
+                true, true, false, true, false, false, false, false, true, true, true, true, true,
+                false, false
             ]
         );
         // Mutations of every shape: deleted, repeated and replaced bytes,

@@ -252,6 +252,18 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
         of_requests(s.prompt_token_mismatches),
         0,
     );
+    if s.api == crate::net::client::Api::Chat {
+        push(
+            "template_tokens_per_request".into(),
+            s.template_tokens_per_request,
+            1,
+        );
+        push(
+            "template_tokens_total".into(),
+            s.template_tokens_total.map(|t| t as f64),
+            0,
+        );
+    }
     push(
         "requests_without_usage".into(),
         of_requests(s.requests_without_usage),
@@ -374,6 +386,11 @@ pub fn tables(s: &Summary) -> String {
             s.http_requests
         ));
         out.push_str(&stats_table(s, per_request_rows(s)));
+    }
+    if let (Some(mean), Some(total)) = (s.template_tokens_per_request, s.template_tokens_total) {
+        out.push_str(&format!(
+            "Chat template: {mean:.1} tokens per request on top of the workload's, {total} in all\n"
+        ));
     }
 
     let total = s.completed_requests + s.failed_requests;

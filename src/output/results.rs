@@ -74,6 +74,17 @@ pub struct RunConfig {
     /// The preflight found the server reads non-special added-token text
     /// (such as `<｜Assistant｜>`) as plain text, and replies were counted so.
     pub added_tokens_as_text: bool,
+    /// The API requests went to (absent from older documents: completions).
+    #[serde(default)]
+    pub api: crate::net::client::Api,
+    /// Chat: how prompt tokens were counted (the template trie rendered and
+    /// the tokens the server adds to it, or the calibration from the
+    /// server's counts); `null` for completions.
+    #[serde(default)]
+    pub chat_counting: Option<String>,
+    /// Chat: `--chat-template-kwargs`.
+    #[serde(default)]
+    pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Base URL requests went to.
     pub endpoint: String,
     /// Whether it was the built-in simulated engine.
@@ -161,6 +172,8 @@ impl RunConfig {
             tokenizer_path: tokenizer.source.clone(),
             tokenizer_fnv1a: tokenizer.content_hash.clone(),
             added_tokens_as_text,
+            api: cfg.api,
+            chat_template_kwargs: (!cfg.chat.kwargs.is_empty()).then(|| cfg.chat.kwargs.clone()),
             endpoint: endpoint.to_string(),
             endpoint_is_sim: cfg.endpoint == Endpoint::Sim,
             model: crate::redact::name(model),

@@ -331,6 +331,7 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
         num_gpus: base.num_gpus,
         seed: base.seed,
         stream: base.stream,
+        api: base.api,
         interrupted: base.interrupted,
         ..Summary::default()
     };
@@ -389,6 +390,14 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
         r.usage
             .is_some_and(|u| u.prompt_tokens != r.expected_prompt_tokens)
     });
+    if s.api == crate::net::client::Api::Chat && !req.is_empty() {
+        let total: i64 = req
+            .iter()
+            .map(|r| r.expected_prompt_tokens as i64 - r.planned_prompt_tokens as i64)
+            .sum();
+        s.template_tokens_total = Some(total);
+        s.template_tokens_per_request = Some(total as f64 / req.len() as f64);
+    }
     s.requests_without_usage = rcount(&|r| r.usage.is_none());
     s.requests_without_cached_tokens =
         rcount(&|r| r.usage.is_some_and(|u| u.cached_tokens.is_none()));

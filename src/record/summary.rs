@@ -151,6 +151,17 @@ pub struct Summary {
     pub http_requests: u64,
     /// Requests whose server-reported prompt_tokens differed from what trie meant to send.
     pub prompt_token_mismatches: u64,
+    /// The API requests went to (absent from older documents: completions).
+    #[serde(default)]
+    pub api: crate::net::client::Api,
+    /// Chat: the template's tokens in the prompts sent (prompt tokens trie
+    /// sent less the workload's), per request on average; `None` for
+    /// completions, where there are none.
+    #[serde(default)]
+    pub template_tokens_per_request: Option<f64>,
+    /// Chat: the template's tokens in all prompts sent.
+    #[serde(default)]
+    pub template_tokens_total: Option<i64>,
     /// Requests without usage (completion fell back to max_tokens).
     pub requests_without_usage: u64,
     /// Requests whose usage had no cached_tokens.

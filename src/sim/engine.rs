@@ -38,15 +38,21 @@ pub fn route(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
             });
             http::write_json(w, 200, body.to_string().as_bytes(), true)
         }
-        ("POST", "/v1/completions") => return completion(shared, req, w),
+        ("POST", "/v1/completions") => return completion(shared, req, w, false),
+        ("POST", "/v1/chat/completions") => return completion(shared, req, w, true),
         // vLLM's shape: the cache is emptied, `200` with an empty body.
         ("POST", "/reset_prefix_cache") => {
             shared.cache.lock().clear();
             http::write_json(w, 200, b"", true)
         }
-        (_, "/v1/completions" | "/v1/models" | "/health" | "/reset_prefix_cache") => {
-            http::write_json(w, 405, &http::error_body(405, "method not allowed"), true)
-        }
+        (
+            _,
+            "/v1/completions"
+            | "/v1/chat/completions"
+            | "/v1/models"
+            | "/health"
+            | "/reset_prefix_cache",
+        ) => http::write_json(w, 405, &http::error_body(405, "method not allowed"), true),
         _ => http::write_json(
             w,
             404,
@@ -140,43 +146,50 @@ enum Prompt {
 
 struct Params {
     prompt: Prompt,
+    /// A chat request: its answer is chat-shaped.
+    chat: bool,
     max_tokens: usize,
     stream: bool,
     include_usage: bool,
     ignore_eos: bool,
 }
 
-fn parse_params(body: &[u8], model: &str) -> Result<Params, (u16, String)> {
+fn parse_params(body: &[u8], shared: &Shared, chat: bool) -> Result<Params, (u16, String)> {
     let bad = |m: String| (400, m);
     let v: Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
     let Value::Object(o) = v else {
         return Err(bad("the body must be a JSON object".into()));
     };
+    let model = &shared.config.model;
     if let Some(m) = o.get("model").filter(|m| m.as_str() != Some(model)) {
         return Err((
             404,
             format!("The model `{}` does not exist.", m.as_str().unwrap_or("?")),
         ));
     }
-    let prompt = match o.get("prompt") {
-        Some(Value::String(s)) => Prompt::Text(s.clone()),
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-            Prompt::Text(a[0].as_str().unwrap_or("").into())
+    let prompt = if chat {
+        Prompt::Text(chat_prompt(&o, shared).map_err(bad)?)
+    } else {
+        match o.get("prompt") {
+            Some(Value::String(s)) => Prompt::Text(s.clone()),
+            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+                Prompt::Text(a[0].as_str().unwrap_or("").into())
+            }
+            Some(Value::Array(a))
+                if a.iter()
+                    .all(|x| x.as_u64().is_some_and(|n| n <= u32::MAX as u64)) =>
+            {
+                Prompt::Ids(
+                    a.iter()
+                        .filter_map(|x| x.as_u64())
+                        .map(|n| n as u32)
+                        .collect(),
+                )
+            }
+            Some(_) => return Err(bad("prompt must be a string or a list of token ids".into())),
+            None => return Err(bad("missing field prompt".into())),
         }
-        Some(Value::Array(a))
-            if a.iter()
-                .all(|x| x.as_u64().is_some_and(|n| n <= u32::MAX as u64)) =>
-        {
-            Prompt::Ids(
-                a.iter()
-                    .filter_map(|x| x.as_u64())
-                    .map(|n| n as u32)
-                    .collect(),
-            )
-        }
-        Some(_) => return Err(bad("prompt must be a string or a list of token ids".into())),
-        None => return Err(bad("missing field prompt".into())),
     };
     let max_tokens = match o.get("max_tokens") {
         None | Some(Value::Null) => 16,
@@ -199,11 +212,39 @@ fn parse_params(body: &[u8], model: &str) -> Result<Params, (u16, String)> {
         .unwrap_or(false);
     Ok(Params {
         prompt,
+        chat,
         max_tokens,
         stream: flag("stream")?,
         include_usage,
         ignore_eos: flag("ignore_eos")?,
     })
+}
+
+/// The prompt of a chat request: its `messages` (each a role and a text
+/// `content`) rendered with the sim's chat template and the request's
+/// `chat_template_kwargs`, the assistant's header after them.
+fn chat_prompt(o: &serde_json::Map<String, Value>, shared: &Shared) -> Result<String, String> {
+    let Some(Value::Array(list)) = o.get("messages") else {
+        return Err("messages must be a list of messages".into());
+    };
+    let mut messages = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let role = m["role"]
+            .as_str()
+            .ok_or_else(|| format!("messages[{i}].role must be a string"))?;
+        let content = match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            _ => return Err(format!("messages[{i}].content must be a string")),
+        };
+        messages.push(crate::text::chat::Message::new(role, &content));
+    }
+    let extra = match o.get("chat_template_kwargs") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(map)) => map.clone().into_iter().collect(),
+        Some(_) => return Err("chat_template_kwargs must be an object".into()),
+    };
+    shared.template.render(&messages, true, &extra)
 }
 
 /// Seconds to process `tokens` at `rate` tokens/s (0 = instant), at most
@@ -262,11 +303,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn completion(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
+fn completion(shared: &Shared, req: &Request, w: &mut Writer, chat: bool) -> Outcome {
     let index = shared.requests.fetch_add(1, Ordering::Relaxed);
     let arrival = Instant::now();
     let cfg = &shared.config;
-    let p = match parse_params(&req.body, &cfg.model) {
+    let p = match parse_params(&req.body, shared, chat) {
         Ok(p) => p,
         Err((status, msg)) => {
             log::debug!("sim request={index} rejected status={status}: {msg}");
@@ -343,8 +384,13 @@ fn completion(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
         last: 0,
         at: first_ready,
     };
+    let (id, object) = if p.chat {
+        ("chatcmpl", "chat.completion.chunk")
+    } else {
+        ("cmpl", "text_completion")
+    };
     let head = format!(
-        "{{\"id\":\"cmpl-{index}\",\"object\":\"text_completion\",\"created\":{},\"model\":{}",
+        "{{\"id\":\"{id}-{index}\",\"object\":\"{object}\",\"created\":{},\"model\":{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -401,14 +447,49 @@ fn keep(r: std::io::Result<()>) -> Outcome {
     }
 }
 
-fn choice_event(head: &str, text: &str, finish: Option<&str>) -> String {
+/// The choice of `text` (and, chat, `reasoning`): a completion's
+/// `"text"`, a chat stream's `"delta"` or a whole chat answer's `"message"`.
+fn choice(p: &Params, whole: bool, reasoning: &str, text: &str, finish: Option<&str>) -> String {
+    let finish = finish
+        .map(|f| format!("\"{f}\""))
+        .unwrap_or_else(|| "null".into());
+    if !p.chat {
+        return format!(
+            "{{\"index\":0,\"text\":{},\"logprobs\":null,\"finish_reason\":{finish}}}",
+            Value::from(text)
+        );
+    }
+    let mut message = serde_json::Map::new();
+    if whole {
+        message.insert("role".into(), "assistant".into());
+    }
+    if !reasoning.is_empty() {
+        message.insert("reasoning_content".into(), reasoning.into());
+    }
+    if whole || !text.is_empty() || reasoning.is_empty() {
+        message.insert("content".into(), text.into());
+    }
+    let key = if whole { "message" } else { "delta" };
     format!(
-        "data: {head},\"choices\":[{{\"index\":0,\"text\":{},\"logprobs\":null,\"finish_reason\":{}}}]}}\n\n",
-        Value::from(text),
-        finish
-            .map(|f| format!("\"{f}\""))
-            .unwrap_or_else(|| "null".into())
+        "{{\"index\":0,\"{key}\":{},\"logprobs\":null,\"finish_reason\":{finish}}}",
+        Value::Object(message)
     )
+}
+
+fn choice_event(head: &str, choice: &str) -> String {
+    format!("data: {head},\"choices\":[{choice}]}}\n\n")
+}
+
+/// The text of `words[lo..hi]`, split into reasoning (the completion's
+/// first `reasoning` tokens, chat only) and answer.
+fn texts(shared: &Shared, p: &Params, words: &[usize], lo: usize, hi: usize) -> (String, String) {
+    let cut = if p.chat {
+        shared.config.reasoning_tokens.clamp(lo, hi)
+    } else {
+        lo
+    };
+    let join = |r: &[usize]| r.iter().map(|&i| shared.synth.word(i)).collect::<String>();
+    (join(&words[lo..cut]), join(&words[cut..hi]))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -429,7 +510,11 @@ fn stream(
     let chunks = n.div_ceil(k).max(1);
     let half = chunks / 2;
     http::begin_stream(w)?;
-    let mut text = String::new();
+    if p.chat {
+        // As vLLM does: the role first, without a token.
+        let role = r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#;
+        http::write_chunk(w, choice_event(head, role).as_bytes())?;
+    }
     for c in 0..chunks {
         if c == half && fault == Fault::Reset {
             w.flush()?;
@@ -447,15 +532,10 @@ fn stream(
                 return Ok(Outcome::Close);
             }
         }
-        text.clear();
-        for &i in &words[lo..hi] {
-            text.push_str(shared.synth.word(i));
-        }
+        let (reasoning, text) = texts(shared, p, words, lo, hi);
         let last = c + 1 == chunks;
-        http::write_chunk(
-            w,
-            choice_event(head, &text, last.then_some(finish)).as_bytes(),
-        )?;
+        let choice = choice(p, false, &reasoning, &text, last.then_some(finish));
+        http::write_chunk(w, choice_event(head, &choice).as_bytes())?;
         if c == 0 {
             w.flush()?;
             *first_sent = Some(Instant::now());
@@ -479,7 +559,7 @@ fn stream(
 fn whole(
     shared: &Shared,
     w: &mut Writer,
-    _p: &Params,
+    p: &Params,
     fault: Fault,
     words: &[usize],
     finish: &str,
@@ -505,16 +585,15 @@ fn whole(
         }
         _ => {}
     }
-    let text: String = words.iter().map(|&i| shared.synth.word(i)).collect();
+    let (reasoning, text) = texts(shared, p, words, 0, words.len());
     let usage_part = if fault == Fault::NoUsage {
         String::new()
     } else {
         format!(",\"usage\":{usage}")
     };
-    let body = format!(
-        "{head},\"choices\":[{{\"index\":0,\"text\":{},\"logprobs\":null,\"finish_reason\":\"{finish}\"}}]{usage_part}}}",
-        Value::from(text)
-    );
+    let choice = choice(p, true, &reasoning, &text, Some(finish));
+    let head = head.replace("chat.completion.chunk", "chat.completion");
+    let body = format!("{head},\"choices\":[{choice}]{usage_part}}}");
     http::write_json(w, 200, body.as_bytes(), true)?;
     Ok(Outcome::KeepAlive)
 }

@@ -47,6 +47,10 @@ pub const SIM_MODEL: &str = "trie-sim";
 /// The tokenizer bundled in the binary (`data/tokenizer.json`, 8k byte-level BPE).
 pub const BUNDLED_TOKENIZER: &[u8] = include_bytes!("../../data/tokenizer.json");
 
+/// The chat template the sim renders chat requests with, and trie with the
+/// bundled tokenizer (`data/chat_template.jinja`, ChatML-like).
+pub const BUNDLED_CHAT_TEMPLATE: &str = include_str!("../../data/chat_template.jinja");
+
 /// Injected faults: each request draws one uniform number from (seed, request
 /// index) and falls into at most one of these rates, in this order.
 #[derive(Clone, Debug, PartialEq)]
@@ -179,6 +183,12 @@ pub struct SimConfig {
     pub batch_knee: Option<usize>,
     /// Tokens per streamed chunk.
     pub tokens_per_chunk: usize,
+    /// The chat template (Jinja) chat requests are rendered with; `None`:
+    /// the bundled ChatML-like one.
+    pub chat_template: Option<std::path::PathBuf>,
+    /// The first this many tokens of every chat answer come as reasoning
+    /// (`reasoning_content`), as reasoning models send them.
+    pub reasoning_tokens: usize,
     /// Seed of generated text and faults.
     pub seed: u64,
     /// Injected faults.
@@ -220,6 +230,8 @@ impl Default for SimConfig {
             decode_tps: 100.0,
             batch_knee: None,
             tokens_per_chunk: 1,
+            chat_template: None,
+            reasoning_tokens: 0,
             seed: 0,
             faults: Faults::default(),
             quirks: Quirks::default(),
@@ -233,6 +245,7 @@ pub(crate) struct Shared {
     pub config: SimConfig,
     pub tokenizer: Workers,
     pub synth: Synth,
+    pub template: crate::text::chat::ChatTemplate,
     pub cache: Mutex<PrefixCache>,
     pub queue: engine::Queue,
     pub requests: AtomicU64,
@@ -278,6 +291,16 @@ impl Sim {
             None => Tokenizer::from_bytes(BUNDLED_TOKENIZER, "bundled data/tokenizer.json")?,
         };
         let synth = Synth::new(&tokenizer)?;
+        let template = match &config.chat_template {
+            Some(path) => {
+                crate::text::chat::ChatTemplate::from_file(path, config.tokenizer.as_deref())?
+            }
+            None => crate::text::chat::ChatTemplate::new(
+                BUNDLED_CHAT_TEMPLATE,
+                "bundled data/chat_template.jinja",
+                Default::default(),
+            )?,
+        };
         let tokenizing = crate::stop::Stop::new();
         let tokenizer = Workers::start(Arc::new(tokenizer), Some(tokenizing.clone()))?;
         // Three descriptors per connection: take what the system allows.
@@ -307,6 +330,7 @@ impl Sim {
             config,
             tokenizer,
             synth,
+            template,
             requests: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             stopping: AtomicBool::new(false),

@@ -54,25 +54,8 @@ impl ChatTemplate {
     /// The template beside `tokenizer_json` (see the module docs), with the
     /// special tokens of `tokenizer_config.json`; `None` when there is none.
     pub fn beside(tokenizer_json: &Path) -> Result<Option<ChatTemplate>> {
-        let dir = tokenizer_json.parent().unwrap_or(Path::new("."));
-        let config_path = dir.join("tokenizer_config.json");
-        let config: serde_json::Value = match std::fs::read(&config_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::usage(format!(
-                    "{}: not valid JSON ({e}); fix or remove it",
-                    config_path.display()
-                ))
-            })?,
-            Err(_) => serde_json::Value::Null,
-        };
-        let tokens: BTreeMap<String, String> = ["bos_token", "eos_token", "unk_token", "pad_token"]
-            .iter()
-            .filter_map(|k| {
-                let v = &config[*k];
-                let text = v.as_str().or_else(|| v["content"].as_str())?;
-                Some((k.to_string(), text.to_string()))
-            })
-            .collect();
+        let (config_path, config, tokens) = config_beside(tokenizer_json)?;
+        let dir = config_path.parent().unwrap_or(Path::new("."));
         let jinja = dir.join("chat_template.jinja");
         if let Ok(source) = std::fs::read_to_string(&jinja) {
             return ChatTemplate::new(&source, &jinja.display().to_string(), tokens).map(Some);
@@ -88,6 +71,23 @@ impl ChatTemplate {
         source
             .map(|s| ChatTemplate::new(s, &config_path.display().to_string(), tokens))
             .transpose()
+    }
+
+    /// The template in the file `path` (`--chat-template`), with the
+    /// special tokens of the `tokenizer_config.json` beside
+    /// `tokenizer_json`, when there is one.
+    pub fn from_file(path: &Path, tokenizer_json: Option<&Path>) -> Result<ChatTemplate> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            Error::usage(format!(
+                "--chat-template {}: cannot read it ({e}); pass a Jinja chat template file",
+                path.display()
+            ))
+        })?;
+        let tokens = match tokenizer_json {
+            Some(t) => config_beside(t)?.2,
+            None => BTreeMap::new(),
+        };
+        ChatTemplate::new(&source, &path.display().to_string(), tokens)
     }
 
     /// Compile `source` (from `origin`, for messages) with the special
@@ -167,6 +167,37 @@ impl ChatTemplate {
             )
         })
     }
+}
+
+/// The `tokenizer_config.json` beside `tokenizer_json`: its path, its
+/// content (`null` when there is none) and its special tokens.
+fn config_beside(
+    tokenizer_json: &Path,
+) -> Result<(
+    std::path::PathBuf,
+    serde_json::Value,
+    BTreeMap<String, String>,
+)> {
+    let dir = tokenizer_json.parent().unwrap_or(Path::new("."));
+    let config_path = dir.join("tokenizer_config.json");
+    let config: serde_json::Value = match std::fs::read(&config_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::usage(format!(
+                "{}: not valid JSON ({e}); fix or remove it",
+                config_path.display()
+            ))
+        })?,
+        Err(_) => serde_json::Value::Null,
+    };
+    let tokens = ["bos_token", "eos_token", "unk_token", "pad_token"]
+        .iter()
+        .filter_map(|k| {
+            let v = &config[*k];
+            let text = v.as_str().or_else(|| v["content"].as_str())?;
+            Some((k.to_string(), text.to_string()))
+        })
+        .collect();
+    Ok((config_path, config, tokens))
 }
 
 /// `{% generation %}` … `{% endgeneration %}` (Hugging Face's marker of the

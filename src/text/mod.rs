@@ -2,5 +2,6 @@
 //! chat templates that wrap it.
 
 pub mod chat;
+pub mod conversation;
 pub mod prompt;
 pub mod tokenizer;

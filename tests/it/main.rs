@@ -1,6 +1,7 @@
 //! The one integration-test binary. Servers run on 127.0.0.1: in-process, or
 //! as `trie sim` child processes where a test needs to kill one.
 
+mod chat;
 mod files;
 mod harness;
 mod hostile;
