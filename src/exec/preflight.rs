@@ -259,9 +259,14 @@ fn send_probe(
 ) -> Result<Reply> {
     let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes());
     let mut attempt = 0;
+    let mut reconnected = false;
     loop {
         let mut sent = std::time::Instant::now();
         match client.complete(body, PROBE_ROUTING_KEY, expect, &mut sent) {
+            // A kept-alive connection the server closed after the last
+            // probe (llama-server closes after every stream): again at once
+            // on a new one, as a slot does.
+            Err(f) if f.stale && !reconnected && !stop.is_set() => reconnected = true,
             Err(f) if f.kind.retryable() && attempt < max_retries && !stop.is_set() => {
                 log::warn!("preflight: {}; retrying", f.message);
                 if !stop.sleep(client::backoff(attempt)) {
@@ -343,16 +348,17 @@ pub fn probe_chat(
             .is_some_and(|u| u.completion_tokens < PROBE_MAX_TOKENS as u64),
         chat_shaped: false,
     };
-    // trie's count of each conversation with `t`, when the template renders.
-    let rendered = |t: &Tokenizer| -> Option<Vec<u64>> {
+    // trie's count of each conversation with `t` and the variables `vars`,
+    // when the template renders.
+    let rendered = |t: &Tokenizer, vars: &BTreeMap<String, serde_json::Value>| {
         let template = template.as_ref()?;
         [&short, &long]
             .iter()
             .map(|c| {
-                let text = template.render(c, true, extra).ok()?;
+                let text = template.render(c, true, vars).ok()?;
                 Some(t.count(&text) as u64)
             })
-            .collect()
+            .collect::<Option<Vec<u64>>>()
     };
     // The server adds `bos` (0 or 1) to both renderings alike.
     let fits = |counts: &Option<Vec<u64>>| -> Option<u64> {
@@ -361,24 +367,44 @@ pub fn probe_chat(
         let bos = a.checked_sub(c[0])?;
         (bos <= 1 && b.checked_sub(c[1]) == Some(bos)).then_some(bos)
     };
-    let mine = rendered(&tok);
-    let as_text = plain.as_ref().map(&rendered);
-    let (tok, as_text_found, bos) = match (fits(&mine), as_text.as_ref().map(&fits)) {
-        (Some(bos), _) => (tok, false, Some(bos)),
-        (None, Some(Some(bos))) => {
-            log::info!(
-                "preflight: the server reads added-token text such as {:?} as plain text; trie counts the same way",
-                added.clone().unwrap_or_default()
-            );
-            (plain.unwrap_or(tok), true, Some(bos))
+    let mine = rendered(&tok, extra);
+    // Each way to count: the variables (the user's first, then theirs with
+    // those engines set themselves) and the tokenizer (as it is, then
+    // reading non-special added tokens as text), the first that fits.
+    let found = template_variables(extra)
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, vars)| {
+            if let Some(bos) = fits(&rendered(&tok, &vars)) {
+                return Some((i, vars, false, bos));
+            }
+            let p = plain.as_ref()?;
+            fits(&rendered(p, &vars)).map(|bos| (i, vars, true, bos))
+        });
+    let (tok, as_text_found, found) = match found {
+        Some((i, vars, as_text, bos)) => {
+            if as_text {
+                log::info!(
+                    "preflight: the server reads added-token text such as {:?} as plain text; trie counts the same way",
+                    added.clone().unwrap_or_default()
+                );
+            }
+            if i > 0 {
+                log::info!(
+                    "preflight: the server renders the chat template with the variables {} (the engine sets them itself); trie renders with them too",
+                    serde_json::Value::Object(vars.clone().into_iter().collect())
+                );
+            }
+            let tok = if as_text { plain.unwrap_or(tok) } else { tok };
+            (tok, as_text, Some((vars, bos)))
         }
-        _ => (tok, false, None),
+        None => (tok, false, None),
     };
     for w in findings(&reply, client.streaming(), None) {
         log::warn!("preflight: {w}");
     }
-    let counting = match (bos, template) {
-        (Some(bos), Some(template)) => {
+    let counting = match (found, template) {
+        (Some((vars, bos)), Some(template)) => {
             log::info!(
                 "preflight: chat prompts counted exactly with the template {} (the server adds {bos} token{} to it)",
                 template.source,
@@ -386,7 +412,7 @@ pub fn probe_chat(
             );
             Counting::Template {
                 template: Box::new(template),
-                extra: extra.clone(),
+                extra: vars,
                 bos,
             }
         }
@@ -432,6 +458,36 @@ pub fn probe_chat(
         },
         counting,
     })
+}
+
+/// Variables engines pass to chat templates of their own accord (llama.cpp
+/// sets thinking on for formats it knows), tried in this order after the
+/// user's when trie's rendering does not match the server's counts.
+const ENGINE_VARIABLES: &[&[(&str, bool)]] = &[
+    &[("enable_thinking", true)],
+    &[("enable_thinking", false)],
+    &[("thinking", true)],
+    &[("thinking", true), ("drop_thinking", false)],
+    &[("thinking", false)],
+];
+
+/// The variables to try rendering with: `--chat-template-kwargs` alone,
+/// then with each of [`ENGINE_VARIABLES`] under them (the user's win).
+fn template_variables(
+    user: &BTreeMap<String, serde_json::Value>,
+) -> Vec<BTreeMap<String, serde_json::Value>> {
+    let mut out = vec![user.clone()];
+    for set in ENGINE_VARIABLES {
+        let mut vars = user.clone();
+        for (k, v) in *set {
+            vars.entry(k.to_string())
+                .or_insert(serde_json::Value::Bool(*v));
+        }
+        if !out.contains(&vars) {
+            out.push(vars);
+        }
+    }
+    out
 }
 
 /// The message of a failed probe, with a hint for its kind.
@@ -572,6 +628,28 @@ pub fn reset_cache(client: &Client, endpoint: &str) -> std::result::Result<Strin
 mod tests {
     use super::*;
     use crate::net::sse::Usage;
+
+    #[test]
+    fn template_variables_start_with_the_users_and_never_override_them() {
+        let user: BTreeMap<String, serde_json::Value> =
+            [("thinking".to_string(), serde_json::Value::Bool(false))].into();
+        let vars = template_variables(&user);
+        assert_eq!(vars[0], user);
+        // Every candidate keeps the user's value.
+        assert!(vars.iter().all(|v| v["thinking"] == false));
+        assert!(
+            vars.iter()
+                .any(|v| v.get("enable_thinking") == Some(&true.into()))
+        );
+        // No candidate twice.
+        for (i, v) in vars.iter().enumerate() {
+            assert!(!vars[..i].contains(v));
+        }
+        assert_eq!(
+            template_variables(&BTreeMap::new()).len(),
+            1 + ENGINE_VARIABLES.len()
+        );
+    }
 
     #[test]
     fn findings_name_each_shortcoming() {

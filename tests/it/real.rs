@@ -271,6 +271,50 @@ fn llama_server_with_the_deepseek_v4_tokenizer_gets_exact_prompts() {
     assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
 }
 
+#[test]
+fn llama_server_chat_prompts_are_counted_exactly_through_both_kit_templates() {
+    // --api chat on both kit models: Qwen3's template over the tiny
+    // vocabulary, and DeepSeek-V4's real template and tokenizer, which
+    // llama.cpp renders with thinking variables of its own (the preflight
+    // finds them) and whose added-token text it reads as plain text.
+    let _cpu = crate::util::cpu_exclusive();
+    for (model, slots) in [("tiny", 4), ("deepseek-v4", 2)] {
+        let Some(server) = Server::start(slots, model) else {
+            return;
+        };
+        let out = workload().with_file_name(format!("chat-{model}.json"));
+        let s = Config::new(workload().to_str().unwrap(), &server.url)
+            .unwrap()
+            .tokenizer(kit().join(model).join("tokenizer.json").to_str().unwrap())
+            .api(trie::Api::Chat)
+            .concurrency(slots as usize)
+            .duration(Duration::from_secs(10))
+            .output(&out)
+            .run()
+            .unwrap();
+        let doc = trie::output::results::Results::read(&out).unwrap();
+        let counting = doc.config.chat_counting.clone().unwrap_or_default();
+        eprintln!(
+            "llama-server {model} chat: {} requests, {} mismatches, eligible cache hit {:.1} %, {:.1} template tokens per request; {counting}",
+            s.http_requests,
+            s.prompt_token_mismatches,
+            s.per_trace.eligible_cache_hit_rate_pct.unwrap().mean,
+            s.template_tokens_per_request.unwrap()
+        );
+        assert!(counting.starts_with("exact"), "{counting}");
+        assert!(s.http_requests >= 30, "{} requests", s.http_requests);
+        assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
+        assert_eq!(s.requests_without_usage, 0);
+        assert_eq!(s.prompt_token_mismatches, 0);
+        assert!(s.template_tokens_per_request.unwrap() > 0.0);
+        assert!(
+            s.per_trace.eligible_cache_hit_rate_pct.unwrap().mean >= 90.0,
+            "eligible cache hit rate {:.1} %",
+            s.per_trace.eligible_cache_hit_rate_pct.unwrap().mean
+        );
+    }
+}
+
 /// The kit's real chat templates (`$TRIE_REAL_SERVER_HOME/templates`).
 fn templates_dir() -> PathBuf {
     built_server()
