@@ -435,6 +435,48 @@ pub const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        long: "--shared-prefix",
+        short: None,
+        py: None,
+        value: Some("N"),
+        section: SECTIONS[4],
+        help: "every trace starts with one shared prompt of N tokens (a system\nprompt, tool definitions); chat: as a system message",
+        default: Some("none"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.shared_prefix = Some(whole("--shared-prefix", v, limits::MAX_PREFIX_TOKENS)? as u32);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--prefix-groups",
+        short: None,
+        py: None,
+        value: Some("G"),
+        section: SECTIONS[4],
+        help: "G distinct shared prefixes; a trace takes one by its sequence\nnumber modulo G",
+        default: Some("1"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.prefix_groups = Some(whole("--prefix-groups", v, limits::MAX_PREFIX_GROUPS)? as u32);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--prefix-zipf",
+        short: None,
+        py: None,
+        value: Some("S"),
+        section: SECTIONS[4],
+        help: "draw each trace's prefix group from a Zipf law of exponent S\n(group 1 the most popular) instead",
+        default: None,
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.prefix_zipf = Some(num("--prefix-zipf", v, "a number")?);
+            Ok(())
+        },
+    },
+    Flag {
         long: "--seed",
         short: None,
         py: Some("seed"),
@@ -869,6 +911,9 @@ pub struct Raw {
     api: Option<Api>,
     chat_template: Option<PathBuf>,
     chat_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    shared_prefix: Option<u32>,
+    prefix_groups: Option<u32>,
+    prefix_zipf: Option<f64>,
     progress_interval: Option<Option<Duration>>,
     files: Files,
     plot: Option<PathBuf>,
@@ -981,6 +1026,21 @@ impl Raw {
         }
         cfg.chat.template = self.chat_template;
         cfg.chat.kwargs = self.chat_kwargs.unwrap_or_default();
+        match (self.shared_prefix, self.prefix_groups, self.prefix_zipf) {
+            (Some(tokens), groups, zipf) => {
+                cfg.prefix = Some(crate::config::SharedPrefix {
+                    tokens,
+                    groups: groups.unwrap_or(1),
+                    zipf,
+                });
+            }
+            (None, None, None) => {}
+            (None, _, _) => {
+                return Err(Error::usage(
+                    "--prefix-groups and --prefix-zipf choose among shared prefixes; pass --shared-prefix N too",
+                ));
+            }
+        }
         if cfg.api != Api::Chat && (cfg.chat.template.is_some() || !cfg.chat.kwargs.is_empty()) {
             return Err(Error::usage(
                 "--chat-template and --chat-template-kwargs apply to chat requests; pass --api chat",

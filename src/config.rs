@@ -61,6 +61,19 @@ pub struct ChatSettings {
     pub kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A prefix every trace starts with (`--shared-prefix`): a system prompt,
+/// tool definitions, instructions shared across traces.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SharedPrefix {
+    /// Its tokens.
+    pub tokens: u32,
+    /// Distinct prefixes; a trace takes one by its sequence number modulo
+    /// `groups`, or by a Zipf draw.
+    pub groups: u32,
+    /// The Zipf exponent of the draw (`None`: round robin).
+    pub zipf: Option<f64>,
+}
+
 /// A secret (API key) that never shows in `Debug` output, logs or files.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -124,6 +137,8 @@ pub struct Config {
     pub api: Api,
     /// Chat rendering (`--api chat`).
     pub chat: ChatSettings,
+    /// The prefix every trace starts with (`--shared-prefix`).
+    pub prefix: Option<SharedPrefix>,
 }
 
 /// Many runs from one command (`--concurrency 1,2,4`, `--trials`, `--slo`,
@@ -241,6 +256,7 @@ impl Config {
             sweep: Sweep::default(),
             api: Api::Completions,
             chat: ChatSettings::default(),
+            prefix: None,
         })
     }
 
@@ -329,6 +345,17 @@ impl Config {
     /// Render chat requests with this template file (`--chat-template`).
     pub fn chat_template(mut self, path: impl Into<PathBuf>) -> Config {
         self.chat.template = Some(path.into());
+        self
+    }
+
+    /// Start every trace with one of `groups` shared prefixes of `tokens`
+    /// tokens (`zipf`: drawn with this exponent, else round robin).
+    pub fn shared_prefix(mut self, tokens: u32, groups: u32, zipf: Option<f64>) -> Config {
+        self.prefix = Some(SharedPrefix {
+            tokens,
+            groups,
+            zipf,
+        });
         self
     }
 
@@ -452,6 +479,28 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         for load in self.points() {
             self.at(load).validate_load()?;
+        }
+        if let Some(p) = self.prefix {
+            check_count(
+                "--shared-prefix",
+                p.tokens as usize,
+                1,
+                limits::MAX_PREFIX_TOKENS as usize,
+            )?;
+            check_count(
+                "--prefix-groups",
+                p.groups as usize,
+                1,
+                limits::MAX_PREFIX_GROUPS as usize,
+            )?;
+            if let Some(s) = p.zipf
+                && !(s.is_finite() && s > 0.0 && s <= limits::MAX_ZIPF)
+            {
+                return Err(Error::usage(format!(
+                    "--prefix-zipf {s} is out of range: above 0, at most {}",
+                    limits::MAX_ZIPF
+                )));
+            }
         }
         let sw = &self.sweep;
         if sw.trials == 0 || sw.trials > limits::MAX_TRIALS {

@@ -27,6 +27,15 @@ pub const ARRIVAL_RATE: (f64, f64) = (1e-6, 1e6);
 /// output, and the final answer): 2,097,152.
 pub const MAX_CONTEXT_TOKENS: u64 = 1 << 21;
 
+/// Most tokens of a shared prefix (`--shared-prefix`).
+pub const MAX_PREFIX_TOKENS: u64 = 1 << 20;
+
+/// Most distinct shared prefixes (`--prefix-groups`).
+pub const MAX_PREFIX_GROUPS: u64 = 100_000;
+
+/// Largest Zipf exponent of `--prefix-zipf`.
+pub const MAX_ZIPF: f64 = 10.0;
+
 /// Most tool-use turns in one trace.
 pub const MAX_TURNS: usize = 100_000;
 

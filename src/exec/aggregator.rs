@@ -148,6 +148,10 @@ pub struct Aggregator {
     /// Their running totals.
     totals: CurvePoint,
     warned: Warned,
+    /// Tokens of the shared prefix (`--shared-prefix`), 0 without one.
+    prefix_tokens: u64,
+    /// Shared prefixes some request has sent.
+    prefixes_used: std::collections::HashSet<u32>,
 }
 
 impl Aggregator {
@@ -163,6 +167,8 @@ impl Aggregator {
             failed: 0,
             steps: VecDeque::new(),
             totals: CurvePoint::default(),
+            prefix_tokens: 0,
+            prefixes_used: Default::default(),
             warned,
         }
     }
@@ -208,6 +214,12 @@ impl Aggregator {
         }
     }
 
+    /// Traces start with a shared prefix of `tokens` tokens.
+    pub fn with_prefix(mut self, tokens: u64) -> Aggregator {
+        self.prefix_tokens = tokens;
+        self
+    }
+
     /// Record an event that could not be handled (a bug in trie, caught):
     /// listed under the `internal` kind, without a failed trace.
     pub fn internal_error(&mut self, message: String) {
@@ -240,8 +252,17 @@ impl Aggregator {
             }
         }
         // Workload accounting (SPEC §5): from the template, not the server.
-        let planned = self.workload.traces[r.template].turn_tokens(r.turn);
-        let row = RequestRow::new(r, planned);
+        let mut planned = self.workload.traces[r.template].turn_tokens(r.turn);
+        // The shared prefix: new at its first use, cached after it.
+        let prefix = r.prefix_group.map(|g| (g, self.prefix_tokens));
+        if let Some((group, tokens)) = prefix {
+            if r.turn == 0 && self.prefixes_used.insert(group) {
+                planned.new_prompt += tokens;
+            } else {
+                planned.cached_prompt += tokens;
+            }
+        }
+        let row = RequestRow::new(r, planned, prefix);
         let step = Step::of(&row);
         // Requests end nearly in order: insert from the back.
         let at = self
@@ -375,7 +396,53 @@ mod tests {
             timings: None,
             body_fnv1a: None,
             chat_shaped: false,
+            prefix_group: None,
         }
+    }
+
+    #[test]
+    fn a_shared_prefix_is_new_at_its_first_use_and_eligible_once_it_ended() {
+        let mut agg = aggregator(NO_TURN).with_prefix(50);
+        // Three traces of one group: A ends at 1.1 s; B was sent at 0.5 s
+        // (A still running: not eligible); C at 2 s (eligible: A ended).
+        let starts = [(1, 0, 1100, 0), (2, 500, 1000, 0), (3, 2000, 400, 48)];
+        for (seq, start_ms, lat_ms, cached) in starts {
+            agg.handle(Event::TraceStarted {
+                seq,
+                template: 0,
+                slot: 0,
+                at: Duration::from_millis(start_ms),
+                late: None,
+            });
+            let mut r = req(0, start_ms, 10, lat_ms, 60, cached, 1);
+            r.seq = seq;
+            r.max_tokens = 1;
+            r.prefix_group = Some(4);
+            agg.handle(Event::Request(r));
+            agg.handle(Event::TraceEnded {
+                seq,
+                at: Duration::from_millis(start_ms + lat_ms),
+                end: TraceEnd::Completed,
+            });
+        }
+        let records = agg.into_records();
+        let planned: Vec<(u64, u64)> = records
+            .requests
+            .iter()
+            .map(|r| (r.planned_prompt_tokens, r.planned_cached_tokens))
+            .collect();
+        // Workload accounting: 10 own tokens each; the prefix new the
+        // first time a request of its group came in, cached after.
+        assert_eq!(planned, [(60, 0), (60, 50), (60, 50)]);
+        let s = crate::record::records::summarize(&Summary::default(), &records, 3.0);
+        // Only C was eligible: 48 of its 50 prefix tokens hit.
+        assert_eq!(s.prefix_cache_hit_rate_pct, Some(96.0));
+        let eligible: Vec<Option<f64>> = s
+            .traces
+            .iter()
+            .map(|t| t.eligible_cache_hit_rate_pct)
+            .collect();
+        assert_eq!(eligible, [None, None, Some(96.0)]);
     }
 
     #[test]

@@ -307,6 +307,7 @@ pub fn probe_chat(
     fields: &str,
     seed: u64,
     model_json: &str,
+    with_system: bool,
     max_retries: u32,
     stop: &Stop,
 ) -> Result<ChatProbe> {
@@ -322,10 +323,23 @@ pub fn probe_chat(
     let mut long = short.clone();
     long.push(Message::new("assistant", &answer));
     long.push(Message::new("user", &user));
+    // With a shared prefix, a system message before the user's.
+    let system = words(2, PROBE_PROMPT_TOKENS as usize);
+    let mut conversations = vec![short, long];
+    if with_system {
+        let mut c = vec![Message::new("system", &system)];
+        c.extend(conversations[0].clone());
+        conversations.push(c);
+    }
     let mut served = Vec::new();
     let mut first_reply = None;
-    for conversation in [&short, &long] {
-        let mut body = Body::chat(model_json, client.streaming(), fields, "user");
+    for conversation in &conversations {
+        let mut body = Body::chat(
+            model_json,
+            client.streaming(),
+            fields,
+            &conversation[0].role,
+        );
         for (i, m) in conversation.iter().enumerate() {
             if i > 0 {
                 body.message(&m.role);
@@ -352,7 +366,7 @@ pub fn probe_chat(
     // when the template renders.
     let rendered = |t: &Tokenizer, vars: &BTreeMap<String, serde_json::Value>| {
         let template = template.as_ref()?;
-        [&short, &long]
+        conversations
             .iter()
             .map(|c| {
                 let text = template.render(c, true, vars).ok()?;
@@ -360,12 +374,15 @@ pub fn probe_chat(
             })
             .collect::<Option<Vec<u64>>>()
     };
-    // The server adds `bos` (0 or 1) to both renderings alike.
+    // The server adds `bos` (0 or 1) to every rendering alike.
     let fits = |counts: &Option<Vec<u64>>| -> Option<u64> {
         let c = counts.as_ref()?;
-        let (a, b) = (served[0]?, served[1]?);
-        let bos = a.checked_sub(c[0])?;
-        (bos <= 1 && b.checked_sub(c[1]) == Some(bos)).then_some(bos)
+        let bos = served[0]?.checked_sub(c[0])?;
+        let all = served
+            .iter()
+            .zip(c)
+            .all(|(s, c)| s.and_then(|s| s.checked_sub(*c)) == Some(bos));
+        (bos <= 1 && all).then_some(bos)
     };
     let mine = rendered(&tok, extra);
     // Each way to count: the variables (the user's first, then theirs with
@@ -425,7 +442,11 @@ pub fn probe_chat(
             let (u, r) = (tok.count(&user) as i64, tok.count(&answer) as i64);
             let calibration = Calibration {
                 first: a as i64 - u,
-                system: 0,
+                system: served
+                    .get(2)
+                    .copied()
+                    .flatten()
+                    .map_or(0, |c| c as i64 - a as i64 - tok.count(&system) as i64),
                 per_turn: b as i64 - a as i64 - u - r,
             };
             let why = match (&template, &mine) {

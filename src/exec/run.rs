@@ -31,7 +31,7 @@ use crate::sim::{BUNDLED_CHAT_TEMPLATE, BUNDLED_TOKENIZER, SIM_MODEL, Sim, SimCo
 use crate::stop::Stop;
 use crate::term;
 use crate::text::chat::ChatTemplate;
-use crate::text::prompt::{Rng, Synth, mix};
+use crate::text::prompt::{Prefixes, Rng, Synth, mix};
 use crate::text::tokenizer::{self, Tokenizer, Workers};
 
 /// Ways in from outside the run.
@@ -138,6 +138,8 @@ pub struct Prepared {
     synth: Synth,
     /// Chat requests (`--api chat`).
     chat: Option<ChatRequests>,
+    /// The shared prefixes (`--shared-prefix`).
+    prefixes: Option<Prefixes>,
     warned: preflight::Warned,
     run_config: RunConfig,
     event_log_error: Option<String>,
@@ -347,6 +349,7 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
                 &fields,
                 cfg.seed,
                 &model_json,
+                cfg.prefix.is_some(),
                 cfg.max_retries,
                 stop,
             )?;
@@ -386,6 +389,9 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
         tokenizer: Arc::new(tok),
         synth,
         chat,
+        prefixes: cfg
+            .prefix
+            .map(|p| Prefixes::new(p.tokens as u64, p.groups, p.zipf)),
         warned: probe.warned,
         run_config,
         event_log_error: None,
@@ -434,6 +440,7 @@ pub fn execute(
         seed: cfg.seed,
         stream: cfg.stream,
         api: cfg.api,
+        shared_prefix_tokens: cfg.prefix.map(|p| p.tokens as u64),
         ..Summary::default()
     };
     match cfg.load {
@@ -457,7 +464,8 @@ pub fn execute(
         let duration = cfg.duration;
         let progress = hooks.progress.then(|| id.label.clone());
         let interval = cfg.progress_interval;
-        let agg = Aggregator::new(workload, warned);
+        let agg = Aggregator::new(workload, warned)
+            .with_prefix(cfg.prefix.map_or(0, |p| p.tokens as u64));
         std::thread::Builder::new()
             .name("aggregator".into())
             .spawn(move || {
@@ -483,6 +491,7 @@ pub fn execute(
         hash_bodies: cfg.files.events.is_some(),
         on_trace: hooks.on_trace.as_deref(),
         chat: prepared.chat.as_ref(),
+        prefixes: prepared.prefixes.as_ref(),
     };
     let executed = std::thread::scope(|s| -> Result<Duration> {
         let ctx = &ctx;

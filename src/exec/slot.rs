@@ -16,7 +16,7 @@ use crate::record::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, 
 use crate::record::metrics;
 use crate::stop::Stop;
 use crate::text::conversation::{Conversation, Counting, Plan};
-use crate::text::prompt::{Synth, segment_key};
+use crate::text::prompt::{Prefixes, Synth, segment_key};
 use crate::text::tokenizer::{Counter, Workers};
 
 /// BOS tokens a server adds to every prompt (vLLM, SGLang, TensorRT-LLM, llama.cpp).
@@ -66,6 +66,8 @@ pub struct SlotContext<'a> {
     pub on_trace: Option<&'a TraceHook>,
     /// Chat requests (`--api chat`); `None`: completions.
     pub chat: Option<&'a ChatRequests>,
+    /// The shared prefixes traces start with (`--shared-prefix`).
+    pub prefixes: Option<&'a Prefixes>,
 }
 
 impl SlotContext<'_> {
@@ -339,13 +341,19 @@ enum Context<'c> {
 }
 
 impl<'c> Context<'c> {
-    /// A context opened by `first` (its text and tokens); `system`: the
-    /// shared system prompt before it (chat).
-    fn new(chat: Option<&'c ChatRequests>, first: &(String, u64)) -> Context<'c> {
+    /// A context opened by `first` (its text and tokens), after the shared
+    /// `prefix` (chat: a system message).
+    fn new(
+        chat: Option<&'c ChatRequests>,
+        prefix: Option<&(String, u64)>,
+        first: &(String, u64),
+    ) -> Context<'c> {
         match chat {
             None => {
                 let mut count = ContextCount::default();
-                count.push_synthetic(&first.0, first.1);
+                for (text, n) in prefix.into_iter().chain([first]) {
+                    count.push_synthetic(text, *n);
+                }
                 Context::Prompt {
                     count,
                     pending: None,
@@ -353,14 +361,17 @@ impl<'c> Context<'c> {
             }
             Some(chat) => {
                 let mut conv = Conversation::new();
+                if let Some((text, n)) = prefix {
+                    conv.push_synthetic("system", text, *n);
+                }
                 conv.push_synthetic("user", &first.0, first.1);
                 Context::Chat {
                     conv,
                     chat,
                     plan: None,
-                    content: first.1,
+                    content: first.1 + prefix.map_or(0, |p| p.1),
                     turns: 0,
-                    system: false,
+                    system: prefix.is_some(),
                 }
             }
         }
@@ -472,15 +483,30 @@ fn run_trace(
     // A chat prompt's BOS is the template's (counted in the rendering).
     let less = if ctx.chat.is_some() { 0 } else { SERVER_BOS };
     let segments = synthesize(ctx.synth, ctx.seed, job.seq, t, less);
+    let prefix = ctx.prefixes.map(|p| {
+        let group = p.group(ctx.seed, job.seq);
+        (group, (p.text(ctx.synth, ctx.seed, group), p.tokens))
+    });
+    let first_role = if prefix.is_some() { "system" } else { "user" };
     let mut body = match ctx.chat {
         None => Body::new(&ctx.model_json, client.streaming()),
-        Some(chat) => Body::chat(&ctx.model_json, client.streaming(), &chat.fields, "user"),
+        Some(chat) => Body::chat(
+            &ctx.model_json,
+            client.streaming(),
+            &chat.fields,
+            first_role,
+        ),
     };
     if ctx.hash_bodies {
         body = body.hashed();
     }
+    if let Some((_, (text, _))) = &prefix {
+        body.push_synthetic(text);
+        body.message("user");
+    }
     body.push_synthetic(&segments[0].0);
-    let mut context = Context::new(ctx.chat, &segments[0]);
+    let mut context = Context::new(ctx.chat, prefix.as_ref().map(|p| &p.1), &segments[0]);
+    let prefix_group = prefix.map(|p| p.0);
     // The first prompt is counted before the trace's clock starts.
     let first = context.begin().and_then(|texts| {
         let (texts, counts) = counter
@@ -622,6 +648,7 @@ fn run_trace(
             timings: reply.timings,
             body_fnv1a,
             chat_shaped: reply.chat_shaped && ctx.chat.is_none(),
+            prefix_group,
         }));
         if let Some(message) = broken {
             let kind = FailureKind::Internal;

@@ -264,6 +264,13 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
             0,
         );
     }
+    if s.shared_prefix_tokens.is_some() {
+        push(
+            "prefix_cache_hit_rate_pct".into(),
+            s.prefix_cache_hit_rate_pct,
+            2,
+        );
+    }
     push(
         "requests_without_usage".into(),
         of_requests(s.requests_without_usage),
@@ -390,6 +397,13 @@ pub fn tables(s: &Summary) -> String {
     if let (Some(mean), Some(total)) = (s.template_tokens_per_request, s.template_tokens_total) {
         out.push_str(&format!(
             "Chat template: {mean:.1} tokens per request on top of the workload's, {total} in all\n"
+        ));
+    }
+    if let Some(tokens) = s.shared_prefix_tokens {
+        out.push_str(&format!(
+            "Shared prefix: {tokens} tokens, cache hit rate {} % (first requests whose prefix another request had cached)\n",
+            s.prefix_cache_hit_rate_pct
+                .map_or(ABSENT.to_string(), |p| format!("{p:.2}"))
         ));
     }
 

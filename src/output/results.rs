@@ -85,6 +85,15 @@ pub struct RunConfig {
     /// Chat: `--chat-template-kwargs`.
     #[serde(default)]
     pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `--shared-prefix`: tokens of the prefix every trace starts with.
+    #[serde(default)]
+    pub shared_prefix: Option<u32>,
+    /// `--prefix-groups` (with a shared prefix).
+    #[serde(default)]
+    pub prefix_groups: Option<u32>,
+    /// `--prefix-zipf` (with a shared prefix).
+    #[serde(default)]
+    pub prefix_zipf: Option<f64>,
     /// Base URL requests went to.
     pub endpoint: String,
     /// Whether it was the built-in simulated engine.
@@ -174,6 +183,9 @@ impl RunConfig {
             added_tokens_as_text,
             api: cfg.api,
             chat_template_kwargs: (!cfg.chat.kwargs.is_empty()).then(|| cfg.chat.kwargs.clone()),
+            shared_prefix: cfg.prefix.map(|p| p.tokens),
+            prefix_groups: cfg.prefix.map(|p| p.groups),
+            prefix_zipf: cfg.prefix.and_then(|p| p.zipf),
             endpoint: endpoint.to_string(),
             endpoint_is_sim: cfg.endpoint == Endpoint::Sim,
             model: crate::redact::name(model),

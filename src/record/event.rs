@@ -46,6 +46,8 @@ pub struct RequestRecord {
     pub body_fnv1a: Option<u64>,
     /// Its choices were chat-shaped (`delta`), not completion-shaped.
     pub chat_shaped: bool,
+    /// The shared prefix its trace started with (`--shared-prefix`).
+    pub prefix_group: Option<u32>,
 }
 
 /// What follows a failed attempt.

@@ -61,11 +61,22 @@ pub struct RequestRow {
     /// Its choices were chat-shaped (`delta`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub chat_shaped: bool,
+    /// The shared prefix its trace started with (`--shared-prefix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_group: Option<u32>,
+    /// That prefix's tokens (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RequestRow {
-    /// The row of `r`, whose workload accounting is `planned`.
-    pub fn new(r: &RequestRecord, planned: TurnTokens) -> RequestRow {
+    /// The row of `r`, whose workload accounting is `planned`; `prefix`:
+    /// the group and tokens of its shared prefix.
+    pub fn new(r: &RequestRecord, planned: TurnTokens, prefix: Option<(u32, u64)>) -> RequestRow {
         RequestRow {
             seq: r.seq,
             template: r.template,
@@ -83,6 +94,8 @@ impl RequestRow {
             itl_count: r.itl_count,
             retries: r.retries,
             chat_shaped: r.chat_shaped,
+            prefix_group: prefix.map(|p| p.0),
+            prefix_tokens: prefix.map_or(0, |p| p.1),
         }
     }
 
@@ -332,6 +345,7 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
         seed: base.seed,
         stream: base.stream,
         api: base.api,
+        shared_prefix_tokens: base.shared_prefix_tokens,
         interrupted: base.interrupted,
         ..Summary::default()
     };
@@ -339,6 +353,7 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
     for r in &records.requests {
         by_trace.entry(r.seq).or_default().push(r);
     }
+    let prefix = PrefixUse::of(&records.requests);
     let mut traces: Vec<TraceRecord> = records
         .traces
         .iter()
@@ -346,7 +361,7 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
         .map(|t| {
             let mut reqs = by_trace.remove(&t.seq).unwrap_or_default();
             reqs.sort_by_key(|r| r.turn);
-            trace_record(t, &reqs)
+            trace_record(t, &reqs, &prefix)
         })
         .collect();
     traces.sort_by_key(|r| r.seq);
@@ -390,6 +405,22 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
         r.usage
             .is_some_and(|u| u.prompt_tokens != r.expected_prompt_tokens)
     });
+    // The shared prefix's own hit rate: of the first requests whose prefix
+    // was eligible, the share of its tokens the server had cached.
+    let (prefix_eligible, prefix_hit, prefix_reported) =
+        req.iter().fold((0u64, 0u64, false), |(e, h, rep), r| {
+            let eligible = prefix.eligible(r);
+            if eligible == 0 {
+                return (e, h, rep);
+            }
+            (
+                e + eligible,
+                h + r.cached_tokens().min(eligible),
+                rep || r.reported_cached().is_some(),
+            )
+        });
+    s.prefix_cache_hit_rate_pct = (prefix_reported && prefix_eligible > 0)
+        .then(|| 100.0 * prefix_hit as f64 / prefix_eligible as f64);
     if s.api == crate::net::client::Api::Chat && !req.is_empty() {
         let total: i64 = req
             .iter()
@@ -453,7 +484,35 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
 
 /// Per-trace figures (SPEC §5) of trace `t` from its requests, in turn
 /// order; a figure without values is absent, and sums saturate.
-fn trace_record(t: &TraceRow, reqs: &[&RequestRow]) -> TraceRecord {
+/// When each shared prefix was first in the server's cache: the earliest
+/// end of a request that sent it.
+struct PrefixUse(HashMap<u32, f64>);
+
+impl PrefixUse {
+    fn of(requests: &[RequestRow]) -> PrefixUse {
+        let mut first: HashMap<u32, f64> = HashMap::new();
+        for r in requests {
+            if let Some(g) = r.prefix_group {
+                let end = first.entry(g).or_insert(f64::INFINITY);
+                *end = end.min(r.end_s());
+            }
+        }
+        PrefixUse(first)
+    }
+
+    /// The tokens of `r`'s shared prefix eligible for the cache: all of
+    /// them once an earlier request that sent the prefix has ended (its
+    /// prefill is then in the cache), for the first request of a trace
+    /// (later ones count it in their predecessor's prompt).
+    fn eligible(&self, r: &RequestRow) -> u64 {
+        match r.prefix_group.and_then(|g| self.0.get(&g)) {
+            Some(&end) if r.turn == 0 && end < r.start_s => r.prefix_tokens,
+            _ => 0,
+        }
+    }
+}
+
+fn trace_record(t: &TraceRow, reqs: &[&RequestRow], prefix: &PrefixUse) -> TraceRecord {
     let first = reqs.first();
     let last = reqs.last();
     let streaming = first.is_some_and(|r| r.ttft_s.is_some());
@@ -468,14 +527,21 @@ fn trace_record(t: &TraceRow, reqs: &[&RequestRow]) -> TraceRecord {
     let cached = sum(&mut reqs.iter().map(|r| r.cached_tokens()));
     // Eligible: what the previous request left in the cache (its prompt and
     // answer). Only hits on that count, at most all of it: a first request's
-    // hits, or more than its predecessor left, come from other traces.
-    let (eligible, eligible_hit) = reqs.windows(2).fold((0u64, 0u64), |(e, h), w| {
-        let eligible = w[0]
-            .prompt_tokens()
-            .saturating_add(w[0].completion_tokens());
-        let hit = w[1].cached_tokens().min(eligible);
-        (e.saturating_add(eligible), h.saturating_add(hit))
-    });
+    // hits beyond its shared prefix, or more than its predecessor left, come
+    // from other traces.
+    // A first request may hit its shared prefix, once another request
+    // has left it in the cache.
+    let first_eligible = first.map_or(0, |r| prefix.eligible(r));
+    let first_hit = first.map_or(0, |r| r.cached_tokens().min(first_eligible));
+    let (eligible, eligible_hit) =
+        reqs.windows(2)
+            .fold((first_eligible, first_hit), |(e, h), w| {
+                let eligible = w[0]
+                    .prompt_tokens()
+                    .saturating_add(w[0].completion_tokens());
+                let hit = w[1].cached_tokens().min(eligible);
+                (e.saturating_add(eligible), h.saturating_add(hit))
+            });
     // A server that never reports cached tokens has no hit rate (not 0 %).
     let reported = reqs.iter().any(|r| r.reported_cached().is_some());
     let pct = |num: u64, den: u64| (reported && den > 0).then(|| 100.0 * num as f64 / den as f64);

@@ -162,6 +162,15 @@ pub struct Summary {
     /// Chat: the template's tokens in all prompts sent.
     #[serde(default)]
     pub template_tokens_total: Option<i64>,
+    /// Tokens of the shared prefix traces started with (`--shared-prefix`).
+    #[serde(default)]
+    pub shared_prefix_tokens: Option<u64>,
+    /// The shared prefix's hit rate: of the first requests of traces whose
+    /// prefix another request had already left in the cache, the share of
+    /// the prefix's tokens the server reported cached (`None`: no shared
+    /// prefix, none eligible, or no cached tokens reported).
+    #[serde(default)]
+    pub prefix_cache_hit_rate_pct: Option<f64>,
     /// Requests without usage (completion fell back to max_tokens).
     pub requests_without_usage: u64,
     /// Requests whose usage had no cached_tokens.

@@ -58,6 +58,62 @@ pub fn segment_key(seed: u64, trace_seq: u64, segment: u32) -> u64 {
         ^ (segment as u64) << 1)
 }
 
+/// The key of shared prefix `group`'s text: the same in every trace.
+pub fn prefix_key(seed: u64, group: u32) -> u64 {
+    mix(mix(seed ^ 0x7072_6566_6978_0000) ^ mix(group as u64 ^ 0x9e37))
+}
+
+/// The shared prefixes of a run (`--shared-prefix`, `--prefix-groups`,
+/// `--prefix-zipf`): which one each trace starts with.
+#[derive(Clone, Debug)]
+pub struct Prefixes {
+    /// Tokens of each prefix.
+    pub tokens: u64,
+    groups: u32,
+    /// Zipf: the cumulative probability of groups `0..=i`.
+    cdf: Option<Vec<f64>>,
+}
+
+impl Prefixes {
+    /// `groups` prefixes of `tokens` tokens, taken round robin or, with
+    /// `zipf`, drawn with P(group k) ∝ (k + 1)^-zipf.
+    pub fn new(tokens: u64, groups: u32, zipf: Option<f64>) -> Prefixes {
+        let cdf = zipf.map(|s| {
+            let mut acc = 0.0;
+            let mut cdf: Vec<f64> = (1..=groups.max(1))
+                .map(|k| {
+                    acc += (k as f64).powf(-s);
+                    acc
+                })
+                .collect();
+            cdf.iter_mut().for_each(|c| *c /= acc);
+            cdf
+        });
+        Prefixes {
+            tokens,
+            groups: groups.max(1),
+            cdf,
+        }
+    }
+
+    /// The group of trace `seq`: its sequence number modulo the groups,
+    /// or its Zipf draw, a pure function of (seed, seq).
+    pub fn group(&self, seed: u64, seq: u64) -> u32 {
+        match &self.cdf {
+            None => (seq % self.groups as u64) as u32,
+            Some(cdf) => {
+                let u = Rng::new(mix(seed ^ 0x7a69_7066) ^ mix(seq)).unit();
+                cdf.partition_point(|&c| c <= u).min(cdf.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The text of `group`'s prefix.
+    pub fn text(&self, synth: &Synth, seed: u64, group: u32) -> String {
+        synth.text(prefix_key(seed, group), self.tokens as usize)
+    }
+}
+
 /// The word list of one tokenizer and the generator over it.
 pub struct Synth {
     bytes: Vec<u8>,
@@ -187,5 +243,31 @@ impl Synth {
         let mut s = String::new();
         self.write(key, n, &mut s);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_groups_go_round_robin_or_follow_zipf() {
+        let p = Prefixes::new(10, 3, None);
+        let groups: Vec<u32> = (0..7).map(|seq| p.group(1, seq)).collect();
+        assert_eq!(groups, [0, 1, 2, 0, 1, 2, 0]);
+        // Zipf with s = 1 over 4 groups: P = 12/25, 6/25, 4/25, 3/25.
+        let z = Prefixes::new(10, 4, Some(1.0));
+        let mut seen = [0u32; 4];
+        for seq in 0..100_000 {
+            seen[z.group(7, seq) as usize] += 1;
+        }
+        for (k, want) in [12.0, 6.0, 4.0, 3.0].iter().enumerate() {
+            let got = seen[k] as f64 / 100_000.0;
+            assert!((got - want / 25.0).abs() < 0.01, "group {k}: {got}");
+        }
+        // A pure function of (seed, seq).
+        assert_eq!(z.group(7, 42), z.group(7, 42));
+        let differ = (0..100).filter(|&s| z.group(7, s) != z.group(8, s)).count();
+        assert!(differ > 20, "{differ}");
     }
 }

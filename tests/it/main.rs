@@ -7,6 +7,7 @@ mod harness;
 mod hostile;
 mod hub;
 mod inputs;
+mod prefix;
 mod real;
 mod report;
 mod scripted;

@@ -315,6 +315,53 @@ fn llama_server_chat_prompts_are_counted_exactly_through_both_kit_templates() {
     }
 }
 
+#[test]
+fn llama_server_caches_the_shared_prefix_across_traces_in_both_apis() {
+    let _cpu = crate::util::cpu_exclusive();
+    let Some(server) = Server::start(2, "tiny") else {
+        return;
+    };
+    for api in [trie::Api::Completions, trie::Api::Chat] {
+        let out = workload().with_file_name(format!("prefix-{}.json", api.name()));
+        let s = Config::new(workload().to_str().unwrap(), &server.url)
+            .unwrap()
+            .tokenizer(kit().join("tiny/tokenizer.json").to_str().unwrap())
+            .api(api)
+            .shared_prefix(800, 1, None)
+            .concurrency(2)
+            .duration(Duration::from_secs(6))
+            .output(&out)
+            .run()
+            .unwrap();
+        let doc = trie::output::results::Results::read(&out).unwrap();
+        let records = doc.records.unwrap();
+        let firsts: Vec<_> = records.requests.iter().filter(|r| r.turn == 0).collect();
+        // Every trace's first request after the first two (sent together)
+        // found at least the prefix in llama.cpp's cache.
+        let later: Vec<_> = firsts.iter().filter(|r| r.seq >= 2).collect();
+        assert!(later.len() >= 10, "{} traces", later.len());
+        for r in &later {
+            assert!(
+                r.cached_tokens() >= 800,
+                "{}: trace {} cached {}",
+                api.name(),
+                r.seq,
+                r.cached_tokens()
+            );
+        }
+        eprintln!(
+            "llama-server tiny {} with an 800-token shared prefix: {} traces, prefix hit rate {:?} %, {} mismatches",
+            api.name(),
+            firsts.len(),
+            s.prefix_cache_hit_rate_pct,
+            s.prompt_token_mismatches
+        );
+        assert_eq!(s.prefix_cache_hit_rate_pct, Some(100.0));
+        assert_eq!(s.prompt_token_mismatches, 0);
+        assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
+    }
+}
+
 /// The kit's real chat templates (`$TRIE_REAL_SERVER_HOME/templates`).
 fn templates_dir() -> PathBuf {
     built_server()
