@@ -54,7 +54,16 @@ fn main() {
     let workload = trie::input::workload::load(&wl, &trie::stop::Stop::new()).unwrap();
     let tok = Tokenizer::from_file(std::path::Path::new(&path)).unwrap();
     let synth = Synth::new(&tok).unwrap();
-    let segments = trie::exec::slot::synthesize(&synth, 0, 0, &workload.traces[0], 1);
+    let segments = trie::exec::slot::synthesize(
+        &synth,
+        &trie::text::content::Content::Words,
+        0,
+        0,
+        &workload.traces[0],
+        1,
+        &mut |t| Some(tok.count(t)),
+    )
+    .unwrap();
     black_box(&segments);
     println!(
         "start to first request text, 8192 templates: {:.1} ms ({} templates, first trace {} segments)",

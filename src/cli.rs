@@ -383,18 +383,19 @@ pub const FLAGS: &[Flag] = &[
         long: "--api",
         short: None,
         py: None,
-        value: Some("completions|chat"),
+        value: Some("completions|chat|embeddings"),
         section: SECTIONS[4],
-        help: "completions: the context as one prompt (/v1/completions);\nchat: as messages (/v1/chat/completions), counted exactly\nwith the model's chat template",
+        help: "completions: the context as one prompt (/v1/completions);\nchat: as messages (/v1/chat/completions), counted exactly\nwith the model's chat template; embeddings: one request per\ntrace (/v1/embeddings)",
         default: Some("completions"),
         scope: Scope::Both,
         parse: |r, v| {
             r.api = Some(match v.trim() {
                 "completions" => Api::Completions,
                 "chat" => Api::Chat,
+                "embeddings" => Api::Embeddings,
                 _ => {
                     return Err(Error::usage(format!(
-                        "--api: '{v}' is not an API; pass completions or chat"
+                        "--api: '{v}' is not an API; pass completions, chat or embeddings"
                     )));
                 }
             });
@@ -432,6 +433,52 @@ pub const FLAGS: &[Flag] = &[
             _ => Err(Error::usage(format!(
                 "--chat-template-kwargs: '{v}' is not a JSON object; pass e.g. '{{\"enable_thinking\":false}}'"
             ))),
+        },
+    },
+    Flag {
+        long: "--embed-tokens",
+        short: None,
+        py: None,
+        value: Some("N"),
+        section: SECTIONS[4],
+        help: "embeddings: tokens of each input",
+        default: Some("the trace's input prompt length"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.embed_tokens = Some(whole("--embed-tokens", v, limits::MAX_CONTEXT_TOKENS)? as u32);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--embed-batch",
+        short: None,
+        py: None,
+        value: Some("B"),
+        section: SECTIONS[4],
+        help: "embeddings: inputs per request",
+        default: Some("1"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.embed_batch = Some(whole("--embed-batch", v, limits::MAX_EMBED_BATCH)? as u32);
+            Ok(())
+        },
+    },
+    Flag {
+        long: "--text",
+        short: None,
+        py: None,
+        value: Some("MODE"),
+        section: SECTIONS[4],
+        help: "what synthetic text says, exact to the token in every mode:\nwords (one-token words), random-tokens (random vocabulary\nids decoded, as the Python version sends), corpus[:FILE]\n(windows of natural text; default: a bundled novel)",
+        default: Some("words"),
+        scope: Scope::Both,
+        parse: |r, v| {
+            r.text = Some(crate::text::content::TextMode::parse(v.trim()).ok_or_else(|| {
+                Error::usage(format!(
+                    "--text: '{v}' is not a text mode; pass words, random-tokens, corpus or corpus:FILE"
+                ))
+            })?);
+            Ok(())
         },
     },
     Flag {
@@ -781,8 +828,8 @@ pub fn help() -> String {
 /// `trie sim --help`.
 pub const SIM_HELP: &str = "\
 trie sim — a deterministic simulated inference engine (OpenAI-compatible
-/v1/completions and /v1/chat/completions with streaming, usage, a prefix
-cache, a queue and faults).
+/v1/completions, /v1/chat/completions and /v1/embeddings with streaming,
+usage, a prefix cache, a queue and faults).
 Prints `listening on http://127.0.0.1:PORT/v1` first; Ctrl+C stops it.
 
 Usage: trie sim [OPTIONS]
@@ -911,6 +958,9 @@ pub struct Raw {
     api: Option<Api>,
     chat_template: Option<PathBuf>,
     chat_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    text: Option<crate::text::content::TextMode>,
+    embed_tokens: Option<u32>,
+    embed_batch: Option<u32>,
     shared_prefix: Option<u32>,
     prefix_groups: Option<u32>,
     prefix_zipf: Option<f64>,
@@ -1026,6 +1076,19 @@ impl Raw {
         }
         cfg.chat.template = self.chat_template;
         cfg.chat.kwargs = self.chat_kwargs.unwrap_or_default();
+        if let Some(t) = self.text {
+            cfg.text = t;
+        }
+        if self.embed_tokens.is_some() || self.embed_batch.is_some() {
+            if cfg.api != Api::Embeddings {
+                return Err(Error::usage(
+                    "--embed-tokens and --embed-batch shape embeddings requests; pass --api embeddings",
+                ));
+            }
+            cfg.embed.tokens = self.embed_tokens;
+            cfg.embed.batch = self.embed_batch.unwrap_or(1);
+        }
+
         match (self.shared_prefix, self.prefix_groups, self.prefix_zipf) {
             (Some(tokens), groups, zipf) => {
                 cfg.prefix = Some(crate::config::SharedPrefix {

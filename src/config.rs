@@ -74,6 +74,24 @@ pub struct SharedPrefix {
     pub zipf: Option<f64>,
 }
 
+/// Embeddings requests (`--api embeddings`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmbedSettings {
+    /// Tokens of each input (`None`: the trace's input prompt length).
+    pub tokens: Option<u32>,
+    /// Inputs per request.
+    pub batch: u32,
+}
+
+impl Default for EmbedSettings {
+    fn default() -> Self {
+        EmbedSettings {
+            tokens: None,
+            batch: 1,
+        }
+    }
+}
+
 /// A secret (API key) that never shows in `Debug` output, logs or files.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -139,6 +157,10 @@ pub struct Config {
     pub chat: ChatSettings,
     /// The prefix every trace starts with (`--shared-prefix`).
     pub prefix: Option<SharedPrefix>,
+    /// What synthetic text says (`--text`).
+    pub text: crate::text::content::TextMode,
+    /// Embeddings requests (`--api embeddings`).
+    pub embed: EmbedSettings,
 }
 
 /// Many runs from one command (`--concurrency 1,2,4`, `--trials`, `--slo`,
@@ -257,6 +279,8 @@ impl Config {
             api: Api::Completions,
             chat: ChatSettings::default(),
             prefix: None,
+            text: Default::default(),
+            embed: EmbedSettings::default(),
         })
     }
 
@@ -356,6 +380,19 @@ impl Config {
             groups,
             zipf,
         });
+        self
+    }
+
+    /// Embeddings: `tokens` per input (`None`: each trace's input prompt
+    /// length), `batch` inputs per request.
+    pub fn embed(mut self, tokens: Option<u32>, batch: u32) -> Config {
+        self.embed = EmbedSettings { tokens, batch };
+        self
+    }
+
+    /// What synthetic text says (`--text`).
+    pub fn text(mut self, mode: crate::text::content::TextMode) -> Config {
+        self.text = mode;
         self
     }
 
@@ -479,6 +516,25 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         for load in self.points() {
             self.at(load).validate_load()?;
+        }
+        if self.api == Api::Embeddings && self.prefix.is_some() {
+            return Err(Error::usage(
+                "--shared-prefix starts the traces of completions or chat; embeddings inputs have none",
+            ));
+        }
+        check_count(
+            "--embed-batch",
+            self.embed.batch as usize,
+            1,
+            limits::MAX_EMBED_BATCH as usize,
+        )?;
+        if let Some(t) = self.embed.tokens {
+            check_count(
+                "--embed-tokens",
+                t as usize,
+                1,
+                limits::MAX_CONTEXT_TOKENS as usize,
+            )?;
         }
         if let Some(p) = self.prefix {
             check_count(

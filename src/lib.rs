@@ -2,10 +2,13 @@
 //!
 //! trie replays agentic traces (token-length templates in JSONL: a prompt, then
 //! turns of model answer + tool output over a growing context) against an
-//! OpenAI-compatible `/v1/completions` endpoint, with synthetic text of exactly
-//! the right token counts, and measures per-trace latency, TTFT, time to first
-//! answer token, decode speed, inter-token latency, cache hit rates and workload
-//! token throughput.
+//! OpenAI-compatible endpoint — `/v1/completions`, `/v1/chat/completions`
+//! (prompts counted through the model's own chat template) or
+//! `/v1/embeddings` — with synthetic text of exactly the right token counts
+//! (words, random tokens or natural text; optionally behind prefixes shared
+//! across traces), and measures per-trace latency, TTFT, time to first
+//! answer token, decode speed, inter-token latency, cache hit rates and
+//! workload token throughput.
 //!
 //! # Example
 //!
@@ -80,8 +83,11 @@
 //!   dataset aliases) and [`input::hub`] (downloads).
 //! - [`text`] — [`text::tokenizer`] (resolution, and the worker threads that
 //!   count during a run), [`text::prompt`] (exact synthetic text: words
-//!   that are one token each) and [`text::chat`] (a model's chat template
-//!   rendered as Hugging Face renders it).
+//!   that are one token each; shared prefixes), [`text::content`] (what a
+//!   segment says: words, random tokens or natural text, each exact),
+//!   [`text::chat`] (a model's chat template rendered as Hugging Face
+//!   renders it) and [`text::conversation`] (a trace's growing chat and the
+//!   exact count of its rendering, without tokenizing the context again).
 //! - [`net`] — [`net::client`] (one client per slot; one request streamed
 //!   line by line, its end stamped at `[DONE]`, everything a server sends
 //!   capped), [`net::http1`] (trie's own HTTP/1.1 for plain-HTTP endpoints:
@@ -142,8 +148,11 @@
 //!   the `Authorization` header, and are removed by [`redact`] from every
 //!   outside text and log record; files record `api_key_set` only.
 //! - Synthetic text is a pure function of (seed, run of the sweep, trace
-//!   sequence number, segment) and re-tokenizes to exactly the requested
-//!   count; no two runs of a sweep send the same prompt.
+//!   sequence number, segment; a shared prefix: group) and re-tokenizes to
+//!   exactly the requested count in every `--text` mode; no two runs of a
+//!   sweep send the same prompt. A chat prompt's count is the rendering's
+//!   count, never an estimate (or, when no template renders as the server
+//!   does, a calibration the run records and warns about).
 //! - Every figure is computed from the raw records by one pure function;
 //!   a results document read back gives the same figures to the bit.
 //! - A failed request is data (counted by kind), never an error of the run.

@@ -36,6 +36,9 @@ pub const MAX_PREFIX_GROUPS: u64 = 100_000;
 /// Largest Zipf exponent of `--prefix-zipf`.
 pub const MAX_ZIPF: f64 = 10.0;
 
+/// Most inputs in one embeddings request (`--embed-batch`).
+pub const MAX_EMBED_BATCH: u64 = 4096;
+
 /// Most tool-use turns in one trace.
 pub const MAX_TURNS: usize = 100_000;
 

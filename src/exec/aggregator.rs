@@ -152,6 +152,8 @@ pub struct Aggregator {
     prefix_tokens: u64,
     /// Shared prefixes some request has sent.
     prefixes_used: std::collections::HashSet<u32>,
+    /// Embeddings requests: a request's workload is its inputs.
+    embeddings: bool,
 }
 
 impl Aggregator {
@@ -169,6 +171,7 @@ impl Aggregator {
             totals: CurvePoint::default(),
             prefix_tokens: 0,
             prefixes_used: Default::default(),
+            embeddings: false,
             warned,
         }
     }
@@ -214,6 +217,13 @@ impl Aggregator {
         }
     }
 
+    /// Each trace is one embeddings request: its workload is the tokens of
+    /// its inputs, nothing generated.
+    pub fn with_embeddings(mut self, on: bool) -> Aggregator {
+        self.embeddings = on;
+        self
+    }
+
     /// Traces start with a shared prefix of `tokens` tokens.
     pub fn with_prefix(mut self, tokens: u64) -> Aggregator {
         self.prefix_tokens = tokens;
@@ -253,6 +263,13 @@ impl Aggregator {
         }
         // Workload accounting (SPEC §5): from the template, not the server.
         let mut planned = self.workload.traces[r.template].turn_tokens(r.turn);
+        if self.embeddings {
+            planned = crate::input::workload::TurnTokens {
+                new_prompt: r.expected_prompt_tokens,
+                cached_prompt: 0,
+                completion: 0,
+            };
+        }
         // The shared prefix: new at its first use, cached after it.
         let prefix = r.prefix_group.map(|g| (g, self.prefix_tokens));
         if let Some((group, tokens)) = prefix {

@@ -6,7 +6,7 @@
 //! warnings, because a run can still measure something.
 
 use crate::error::{Error, Result};
-use crate::exec::slot::{Body, SERVER_BOS};
+use crate::exec::slot::{Body, SERVER_BOS, embeddings_body};
 use crate::net::client::{self, Client, Expect, Failure, FailureKind, Reply};
 use crate::stop::Stop;
 use std::collections::BTreeMap;
@@ -221,7 +221,8 @@ pub fn probe(
     }
     let expected = |t: &Tokenizer| SERVER_BOS + t.count(&text) as u64;
     body.finish(PROBE_MAX_TOKENS);
-    let reply = send_probe(client, body.bytes(), synth, max_retries, stop)?;
+    let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes());
+    let reply = send_probe(client, body.bytes(), expect, max_retries, stop)?;
     let counted = reply.usage.map(|u| u.prompt_tokens);
     let (tok, as_text) = match plain {
         Some(p) if counted != Some(expected(&tok)) && counted == Some(expected(&p)) => {
@@ -253,11 +254,10 @@ pub fn probe(
 fn send_probe(
     client: &Client,
     body: &[u8],
-    synth: &Synth,
+    expect: Expect,
     max_retries: u32,
     stop: &Stop,
 ) -> Result<Reply> {
-    let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes());
     let mut attempt = 0;
     let mut reconnected = false;
     loop {
@@ -278,6 +278,40 @@ fn send_probe(
         }
     }
     .map_err(|f| failed(stop, || probe_failure(&f)))
+}
+
+/// The embeddings probe: one input of synthetic words; the server's count
+/// says how many tokens it adds to each input (a BOS, a CLS and SEP, an
+/// EOS), so that each input can be the length asked for as the server
+/// counts it. An error when it fails or sends no usage.
+pub fn probe_embeddings(
+    client: &Client,
+    synth: &Synth,
+    tok: &Tokenizer,
+    seed: u64,
+    model_json: &str,
+    max_retries: u32,
+    stop: &Stop,
+) -> Result<u64> {
+    let text = synth.text(segment_key(seed, u64::MAX, 0), PROBE_PROMPT_TOKENS as usize);
+    let body = embeddings_body(model_json, std::slice::from_ref(&text));
+    let reply = send_probe(client, &body, Expect::embeddings(1), max_retries, stop)?;
+    let Some(u) = reply.usage else {
+        return Err(Error::run(
+            "preflight: the server's embeddings response has no usage, and trie needs its prompt counts; is --endpoint an OpenAI embeddings API?",
+        ));
+    };
+    let content = tok.count(&text) as u64;
+    let added = u.prompt_tokens.checked_sub(content).filter(|&a| a <= 4).ok_or_else(|| {
+        Error::run(format!(
+            "preflight: the server counted {} tokens for an embeddings input of {content}: the tokenizer (--tokenizer) is not the served model's",
+            u.prompt_tokens
+        ))
+    })?;
+    log::info!(
+        "preflight: the server adds {added} token(s) to every embeddings input; each input is sized to count as asked"
+    );
+    Ok(added)
 }
 
 /// What the chat probe found out (`--api chat`).
@@ -347,7 +381,8 @@ pub fn probe_chat(
             body.push_text(&m.content);
         }
         body.finish(PROBE_MAX_TOKENS);
-        let reply = send_probe(client, body.bytes(), synth, max_retries, stop)?;
+        let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes());
+        let reply = send_probe(client, body.bytes(), expect, max_retries, stop)?;
         served.push(reply.usage.map(|u| u.prompt_tokens));
         first_reply.get_or_insert(reply);
     }
@@ -520,9 +555,11 @@ fn probe_failure(f: &Failure) -> String {
             "the server did not answer within --connect-timeout (raise it for a slow first request)"
         }
         FailureKind::Http(401 | 403) => "pass the right key with --api-key",
-        FailureKind::Http(404) => "does the server serve /v1/completions, and is --model right?",
+        FailureKind::Http(404) => {
+            "does the server serve the route --api asks for (/v1/completions, /v1/chat/completions, /v1/embeddings), and is --model right?"
+        }
         FailureKind::Http(400 | 422) => {
-            "the server refused a plain completion request; is --model right?"
+            "the server refused a plain request of this --api; is --model right, and does the model serve it (llama-server: --embeddings and a --pooling for embeddings)?"
         }
         FailureKind::Http(s) if (300..400).contains(&s) => "",
         FailureKind::Http(204) => "the server answered without content",
@@ -533,7 +570,7 @@ fn probe_failure(f: &Failure) -> String {
     };
     let sep = if hint.is_empty() { "" } else { "; " };
     format!(
-        "preflight completion failed ({}): {}{sep}{hint}",
+        "preflight request failed ({}): {}{sep}{hint}",
         f.kind.name(),
         f.message
     )

@@ -18,7 +18,7 @@ use crate::error::panic_message;
 use crate::error::{Error, Result};
 use crate::exec::aggregator::Aggregator;
 use crate::exec::preflight;
-use crate::exec::slot::{ChatRequests, Job, SlotContext, TraceHook, run_slot};
+use crate::exec::slot::{ChatRequests, EmbedJob, Job, SlotContext, TraceHook, run_slot};
 use crate::input::workload;
 use crate::limits;
 use crate::net::client::Http;
@@ -31,6 +31,7 @@ use crate::sim::{BUNDLED_CHAT_TEMPLATE, BUNDLED_TOKENIZER, SIM_MODEL, Sim, SimCo
 use crate::stop::Stop;
 use crate::term;
 use crate::text::chat::ChatTemplate;
+use crate::text::content::Content;
 use crate::text::prompt::{Prefixes, Rng, Synth, mix};
 use crate::text::tokenizer::{self, Tokenizer, Workers};
 
@@ -140,6 +141,10 @@ pub struct Prepared {
     chat: Option<ChatRequests>,
     /// The shared prefixes (`--shared-prefix`).
     prefixes: Option<Prefixes>,
+    /// What synthetic text says (`--text`).
+    content: Content,
+    /// Embeddings: tokens the server adds to every input.
+    embed_added: u64,
     warned: preflight::Warned,
     run_config: RunConfig,
     event_log_error: Option<String>,
@@ -201,6 +206,10 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     if let Some(t) = &cfg.chat.template {
         inputs.push(Input::new("the chat template", t));
     }
+    if let crate::text::content::TextMode::Corpus(Some(f)) = &cfg.text {
+        inputs.push(Input::new("the corpus", f));
+    }
+    let corpus = crate::text::content::read_corpus(&cfg.text)?;
     // The tokenizer, and the file it came from (`None`: the bundled one).
     let load_tokenizer = |model: &str| -> Result<(Tokenizer, Option<PathBuf>)> {
         match &cfg.tokenizer {
@@ -317,7 +326,25 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     check(stop)?;
     let model_json = serde_json::Value::from(model.as_str()).to_string();
     // The tokenizer that counts replies as the server will (see the probe).
+    let mut embed_added = 0;
     let (probe, chat) = match cfg.api {
+        Api::Embeddings => {
+            embed_added = preflight::probe_embeddings(
+                &preflight_client,
+                &synth,
+                &tok,
+                cfg.seed,
+                &model_json,
+                cfg.max_retries,
+                stop,
+            )?;
+            let probe = preflight::Probe {
+                tokenizer: tok,
+                added_tokens_as_text: false,
+                warned: Default::default(),
+            };
+            (probe, None)
+        }
         Api::Completions => (
             preflight::probe(
                 &preflight_client,
@@ -365,7 +392,8 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     // Created (truncated) only now, once every input is known and checked:
     // a run refused before its clock starts leaves an old log as it was.
     let event_log = outputs.event_log()?;
-    let tok = probe.tokenizer;
+    let tok = Arc::new(probe.tokenizer);
+    let content = Content::new(&cfg.text, tok.clone(), corpus);
     let mut run_config = RunConfig::new(
         cfg,
         &endpoint,
@@ -386,7 +414,9 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
         http,
         model,
         model_json,
-        tokenizer: Arc::new(tok),
+        tokenizer: tok,
+        content,
+        embed_added,
         synth,
         chat,
         prefixes: cfg
@@ -441,6 +471,7 @@ pub fn execute(
         stream: cfg.stream,
         api: cfg.api,
         shared_prefix_tokens: cfg.prefix.map(|p| p.tokens as u64),
+        embed_batch: (cfg.api == Api::Embeddings).then_some(cfg.embed.batch),
         ..Summary::default()
     };
     match cfg.load {
@@ -465,7 +496,8 @@ pub fn execute(
         let progress = hooks.progress.then(|| id.label.clone());
         let interval = cfg.progress_interval;
         let agg = Aggregator::new(workload, warned)
-            .with_prefix(cfg.prefix.map_or(0, |p| p.tokens as u64));
+            .with_prefix(cfg.prefix.map_or(0, |p| p.tokens as u64))
+            .with_embeddings(cfg.api == Api::Embeddings);
         std::thread::Builder::new()
             .name("aggregator".into())
             .spawn(move || {
@@ -492,6 +524,12 @@ pub fn execute(
         on_trace: hooks.on_trace.as_deref(),
         chat: prepared.chat.as_ref(),
         prefixes: prepared.prefixes.as_ref(),
+        content: &prepared.content,
+        embed: (cfg.api == Api::Embeddings).then_some(EmbedJob {
+            tokens: cfg.embed.tokens,
+            batch: cfg.embed.batch,
+            added: prepared.embed_added,
+        }),
     };
     let executed = std::thread::scope(|s| -> Result<Duration> {
         let ctx = &ctx;

@@ -15,8 +15,9 @@ use crate::net::client::{Client, Expect, Failure, FailureKind, Http, Reply};
 use crate::record::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, trace_id};
 use crate::record::metrics;
 use crate::stop::Stop;
+use crate::text::content::Content;
 use crate::text::conversation::{Conversation, Counting, Plan};
-use crate::text::prompt::{Prefixes, Synth, segment_key};
+use crate::text::prompt::{Prefixes, Synth, prefix_key, segment_key};
 use crate::text::tokenizer::{Counter, Workers};
 
 /// BOS tokens a server adds to every prompt (vLLM, SGLang, TensorRT-LLM, llama.cpp).
@@ -68,11 +69,59 @@ pub struct SlotContext<'a> {
     pub chat: Option<&'a ChatRequests>,
     /// The shared prefixes traces start with (`--shared-prefix`).
     pub prefixes: Option<&'a Prefixes>,
+    /// What synthetic text says (`--text`).
+    pub content: &'a Content,
+    /// Embeddings requests (`--api embeddings`); `None`: completions or chat.
+    pub embed: Option<EmbedJob>,
+}
+
+/// How a trace becomes one embeddings request.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbedJob {
+    /// Tokens of each input as the server counts them (`None`: the
+    /// trace's input prompt length).
+    pub tokens: Option<u32>,
+    /// Inputs per request.
+    pub batch: u32,
+    /// Tokens the server adds to every input (found by the preflight).
+    pub added: u64,
 }
 
 impl SlotContext<'_> {
     fn since_epoch(&self, t: Instant) -> Duration {
         t.saturating_duration_since(self.epoch)
+    }
+
+    /// Report `job` started on `slot` now, at its clock's start; when.
+    fn started(&self, job: Job, slot: usize) -> Instant {
+        let now = Instant::now();
+        let _ = self.events.send(Event::TraceStarted {
+            seq: job.seq,
+            template: job.template,
+            slot,
+            at: self.since_epoch(now),
+            late: job.due.map(|d| now.saturating_duration_since(d)),
+        });
+        now
+    }
+
+    /// Report failed attempt `n` of a request, sent at `sent`.
+    fn attempt_failed(&self, a: &Attempt, f: &Failure, sent: Instant, n: u32, next: Next) {
+        let _ = self.events.send(Event::Failed(FailedAttempt {
+            seq: a.job.seq,
+            template: a.job.template,
+            slot: a.slot,
+            turn: a.turn,
+            attempt: n,
+            start: self.since_epoch(sent),
+            end: self.since_epoch(Instant::now()),
+            max_tokens: a.max_tokens,
+            expected_prompt_tokens: a.expected_prompt_tokens,
+            kind: f.kind,
+            message: f.message.clone(),
+            next,
+            body_fnv1a: a.body_fnv1a,
+        }));
     }
 
     /// Report `job` started now on `slot`, off its schedule (a trace that
@@ -96,6 +145,44 @@ impl SlotContext<'_> {
     }
 }
 
+/// The request an attempt was of (for its failure's event).
+struct Attempt {
+    job: Job,
+    slot: usize,
+    turn: usize,
+    max_tokens: u64,
+    expected_prompt_tokens: u64,
+    body_fnv1a: Option<u64>,
+}
+
+/// Count one text on the tokenizer's threads: `None` when the run stopped,
+/// or when the tokenizer panicked (its message then left in `broken`).
+fn text_counter<'a>(
+    ctx: &'a SlotContext,
+    counter: &'a Counter,
+    broken: &'a std::cell::RefCell<Option<String>>,
+) -> impl FnMut(&str) -> Option<usize> + 'a {
+    move |text: &str| match counter.count(vec![text.to_string()], ctx.stop) {
+        Ok(counted) => counted?.1.first().copied(),
+        Err(e) => {
+            *broken.borrow_mut() = Some(e);
+            None
+        }
+    }
+}
+
+/// How a trace whose request failed for good ends.
+fn failed(f: Failure) -> TraceEnd {
+    if f.kind == FailureKind::Cancelled {
+        TraceEnd::Cancelled
+    } else {
+        TraceEnd::Failed {
+            kind: f.kind,
+            message: f.message,
+        }
+    }
+}
+
 /// Run jobs until the channel closes or the run stops. A panic inside a
 /// trace (a bug) fails that trace as `internal`; the slot goes on.
 pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
@@ -113,7 +200,12 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
             if let Some(hook) = ctx.on_trace {
                 hook(job.seq);
             }
-            run_trace(slot, ctx, &client, &counter, job, &mut warm, &mut began)
+            match ctx.embed {
+                Some(e) => {
+                    run_embedding(slot, ctx, &client, &counter, job, e, &mut warm, &mut began)
+                }
+                None => run_trace(slot, ctx, &client, &counter, job, &mut warm, &mut began),
+            }
         }));
         if let Err(panic) = traced {
             let message = format!("internal error (a bug in trie): {}", panic_message(&panic));
@@ -211,10 +303,14 @@ impl Body {
         }
     }
 
-    /// Append synthetic text (ASCII letters and spaces: nothing to escape).
+    /// Append synthetic text: as it is when nothing in it needs escaping
+    /// (words: letters and spaces), else JSON-escaped.
     pub fn push_synthetic(&mut self, text: &str) {
-        debug_assert!(text.bytes().all(|b| b == b' ' || b.is_ascii_lowercase()));
-        self.extend(text.as_bytes());
+        if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.extend(text.as_bytes());
+        } else {
+            self.push_text(text);
+        }
     }
 
     /// Append arbitrary text, JSON-escaped.
@@ -249,6 +345,14 @@ impl Body {
     pub fn bytes(&self) -> &[u8] {
         &self.buf
     }
+}
+
+/// The body of an embeddings request of `inputs`.
+pub fn embeddings_body(model_json: &str, inputs: &[String]) -> Vec<u8> {
+    serde_json::json!({"input": inputs, "encoding_format": "float"})
+        .to_string()
+        .replacen('{', &format!("{{\"model\":{model_json},"), 1)
+        .into_bytes()
 }
 
 /// The token count of a growing context, exact without re-tokenizing it: text
@@ -298,13 +402,26 @@ impl ContextCount {
 }
 
 /// The synthetic segments of a trace: its first prompt (`less` tokens
-/// short: the server's BOS on a completion prompt) and each tool output.
-pub fn synthesize(synth: &Synth, seed: u64, seq: u64, t: &Trace, less: u64) -> Vec<(String, u64)> {
+/// short: the server's BOS on a completion prompt) and each tool output,
+/// saying what `content` says (`count` counts what is not words; `None`
+/// when it gave up: the run stopped).
+pub fn synthesize(
+    synth: &Synth,
+    content: &Content,
+    seed: u64,
+    seq: u64,
+    t: &Trace,
+    less: u64,
+    count: &mut dyn FnMut(&str) -> Option<usize>,
+) -> Option<Vec<(String, u64)>> {
     let first = (t.input_prompt_length as u64).saturating_sub(less);
     std::iter::once(first)
         .chain(t.tool_call_output_length.iter().map(|&n| n as u64))
         .enumerate()
-        .map(|(k, n)| (synth.text(segment_key(seed, seq, k as u32), n as usize), n))
+        .map(|(k, n)| {
+            let key = segment_key(seed, seq, k as u32);
+            Some((content.segment(synth, key, n as usize, count)?, n))
+        })
         .collect()
 }
 
@@ -482,11 +599,43 @@ fn run_trace(
     };
     // A chat prompt's BOS is the template's (counted in the rendering).
     let less = if ctx.chat.is_some() { 0 } else { SERVER_BOS };
-    let segments = synthesize(ctx.synth, ctx.seed, job.seq, t, less);
-    let prefix = ctx.prefixes.map(|p| {
-        let group = p.group(ctx.seed, job.seq);
-        (group, (p.text(ctx.synth, ctx.seed, group), p.tokens))
-    });
+    // What is not words is counted on the tokenizer's threads (a panic of
+    // the tokenizer fails the trace; a stop ends it unstarted).
+    let broken = std::cell::RefCell::new(None);
+    let mut count = text_counter(ctx, counter, &broken);
+    let Some(segments) = synthesize(
+        ctx.synth,
+        ctx.content,
+        ctx.seed,
+        job.seq,
+        t,
+        less,
+        &mut count,
+    ) else {
+        if let Some(e) = broken.take() {
+            *began = true;
+            internal(format!("cannot make the trace's text: {e}"));
+        }
+        return;
+    };
+    let prefix = match ctx.prefixes {
+        None => None,
+        Some(p) => {
+            let group = p.group(ctx.seed, job.seq);
+            let key = prefix_key(ctx.seed, group);
+            let Some(text) = ctx
+                .content
+                .segment(ctx.synth, key, p.tokens as usize, &mut count)
+            else {
+                if let Some(e) = broken.take() {
+                    *began = true;
+                    internal(format!("cannot make the trace's text: {e}"));
+                }
+                return;
+            };
+            Some((group, (text, p.tokens)))
+        }
+    };
     let first_role = if prefix.is_some() { "system" } else { "user" };
     let mut body = match ctx.chat {
         None => Body::new(&ctx.model_json, client.streaming()),
@@ -526,14 +675,7 @@ fn run_trace(
     };
     let routing_key = trace_id(job.seq);
 
-    let started = Instant::now();
-    let _ = ctx.events.send(Event::TraceStarted {
-        seq: job.seq,
-        template: job.template,
-        slot,
-        at: ctx.since_epoch(started),
-        late: job.due.map(|d| started.saturating_duration_since(d)),
-    });
+    let started = ctx.started(job, slot);
     *began = true;
     let mut end_at = started;
     for turn in 0..t.num_requests() {
@@ -543,22 +685,16 @@ fn run_trace(
         let expect = Expect::new(max_tokens as u64, ctx.synth.longest_token_bytes())
             .prompt_bytes(body.bytes().len() as u64);
         let body_fnv1a = body.fnv1a();
-        let mut report = |f: &Failure, sent: Instant, attempt: u32, next: Next| {
-            let _ = ctx.events.send(Event::Failed(FailedAttempt {
-                seq: job.seq,
-                template: job.template,
-                slot,
-                turn,
-                attempt,
-                start: ctx.since_epoch(sent),
-                end: ctx.since_epoch(Instant::now()),
-                max_tokens: max_tokens as u64,
-                expected_prompt_tokens,
-                kind: f.kind,
-                message: f.message.clone(),
-                next,
-                body_fnv1a,
-            }));
+        let attempt = Attempt {
+            job,
+            slot,
+            turn,
+            max_tokens: max_tokens as u64,
+            expected_prompt_tokens,
+            body_fnv1a,
+        };
+        let mut report = |f: &Failure, sent: Instant, n: u32, next: Next| {
+            ctx.attempt_failed(&attempt, f, sent, n, next)
         };
         let result = send_with_retries(
             ctx,
@@ -572,18 +708,7 @@ fn run_trace(
         body.cut(tail);
         let (reply, sent, retries) = match result {
             Ok(ok) => ok,
-            Err(f) => {
-                let end = if f.kind == FailureKind::Cancelled {
-                    TraceEnd::Cancelled
-                } else {
-                    TraceEnd::Failed {
-                        kind: f.kind,
-                        message: f.message,
-                    }
-                };
-                ctx.trace_ended(job.seq, end);
-                return;
-            }
+            Err(f) => return ctx.trace_ended(job.seq, failed(f)),
         };
         end_at = sent + reply.latency;
         let tool_done = end_at
@@ -683,6 +808,96 @@ fn run_trace(
     let _ = ctx.events.send(Event::TraceEnded {
         seq: job.seq,
         at: ctx.since_epoch(end_at),
+        end: TraceEnd::Completed,
+    });
+}
+
+/// Run one trace as one embeddings request: `batch` inputs, each of the
+/// trace's input prompt length (or `--embed-tokens`) as the server counts
+/// them; `began` is set once its start has been reported.
+#[allow(clippy::too_many_arguments)]
+fn run_embedding(
+    slot: usize,
+    ctx: &SlotContext,
+    client: &Client,
+    counter: &Counter,
+    job: Job,
+    embed: EmbedJob,
+    warm: &mut bool,
+    began: &mut bool,
+) {
+    let t = &ctx.workload.traces[job.template];
+    let tokens = embed.tokens.unwrap_or(t.input_prompt_length) as u64;
+    let content = tokens.saturating_sub(embed.added);
+    let broken = std::cell::RefCell::new(None);
+    let mut count = text_counter(ctx, counter, &broken);
+    let inputs: Option<Vec<String>> = (0..embed.batch)
+        .map(|k| {
+            let key = segment_key(ctx.seed, job.seq, k);
+            ctx.content
+                .segment(ctx.synth, key, content as usize, &mut count)
+        })
+        .collect();
+    let Some(inputs) = inputs else {
+        if let Some(message) = broken.take() {
+            *began = true;
+            ctx.started_now(job, slot);
+            let kind = FailureKind::Internal;
+            ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
+        }
+        return;
+    };
+    let body = embeddings_body(&ctx.model_json, &inputs);
+    drop(inputs);
+    let expected_prompt_tokens = embed.batch as u64 * (content + embed.added);
+    let expect = Expect {
+        prompt_bytes: Some(body.len() as u64),
+        ..Expect::embeddings(embed.batch as u64)
+    };
+    let body_fnv1a = ctx
+        .hash_bodies
+        .then(|| crate::input::workload::fnv1a(&body));
+    let routing_key = trace_id(job.seq);
+    ctx.started(job, slot);
+    *began = true;
+    let attempt = Attempt {
+        job,
+        slot,
+        turn: 0,
+        max_tokens: 0,
+        expected_prompt_tokens,
+        body_fnv1a,
+    };
+    let mut report = |f: &Failure, sent: Instant, n: u32, next: Next| {
+        ctx.attempt_failed(&attempt, f, sent, n, next)
+    };
+    let (reply, sent, retries) =
+        match send_with_retries(ctx, client, &body, &routing_key, expect, warm, &mut report) {
+            Ok(ok) => ok,
+            Err(f) => return ctx.trace_ended(job.seq, failed(f)),
+        };
+    let _ = ctx.events.send(Event::Request(RequestRecord {
+        seq: job.seq,
+        template: job.template,
+        slot,
+        turn: 0,
+        start: ctx.since_epoch(sent),
+        ttft: None,
+        latency: reply.latency,
+        max_tokens: 0,
+        usage: reply.usage,
+        expected_prompt_tokens,
+        itl_sum: Duration::ZERO,
+        itl_count: 0,
+        retries,
+        timings: reply.timings,
+        body_fnv1a,
+        chat_shaped: false,
+        prefix_group: None,
+    }));
+    let _ = ctx.events.send(Event::TraceEnded {
+        seq: job.seq,
+        at: ctx.since_epoch(sent + reply.latency),
         end: TraceEnd::Completed,
     });
 }

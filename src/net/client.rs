@@ -40,6 +40,8 @@ pub enum Api {
     /// `/v1/chat/completions`: the context as messages, rendered by the
     /// server with the model's chat template.
     Chat,
+    /// `/v1/embeddings`: one request per trace, its prompt as inputs.
+    Embeddings,
 }
 
 impl Api {
@@ -48,6 +50,7 @@ impl Api {
         match self {
             Api::Completions => "completions",
             Api::Chat => "chat/completions",
+            Api::Embeddings => "embeddings",
         }
     }
 
@@ -56,6 +59,7 @@ impl Api {
         match self {
             Api::Completions => "completions",
             Api::Chat => "chat",
+            Api::Embeddings => "embeddings",
         }
     }
 }
@@ -195,6 +199,9 @@ pub struct Expect {
     pub prompt_bytes: Option<u64>,
     /// Most bytes of reply text its tokens can make.
     pub max_text_bytes: usize,
+    /// An embeddings request of this many inputs: its answer is one
+    /// embedding per input.
+    pub inputs: Option<u64>,
 }
 
 impl Expect {
@@ -209,6 +216,15 @@ impl Expect {
             max_text_bytes: most_tokens(max_tokens)
                 .saturating_mul(per_token)
                 .min(usize::MAX as u64) as usize,
+            inputs: None,
+        }
+    }
+
+    /// An embeddings request of `inputs` inputs.
+    pub fn embeddings(inputs: u64) -> Expect {
+        Expect {
+            inputs: Some(inputs),
+            ..Expect::new(0, 0)
         }
     }
 
@@ -601,7 +617,7 @@ impl Client {
         let reply = if self.stream && !content_type.starts_with("application/json") {
             read_stream(reader, start, self.max_line, expect.max_text_bytes)
         } else {
-            read_whole(reader, start, self.max_line, expect.max_text_bytes)
+            read_whole(reader, start, self.max_line, expect)
         }?;
         check_usage(reply.usage, expect)?;
         Ok(reply)
@@ -802,8 +818,9 @@ pub fn read_whole(
     reader: &mut impl BufRead,
     start: Instant,
     max_line: usize,
-    max_text: usize,
+    expect: Expect,
 ) -> Result<Reply, Failure> {
+    let max_text = expect.max_text_bytes;
     let cap = max_line.saturating_add(max_text.saturating_mul(6));
     // The JSON value's bytes, read up to its end (serde_json reads a reader
     // byte by byte, so nothing past the value is taken); skimmed, not built.
@@ -849,6 +866,21 @@ pub fn read_whole(
     window.open(DRAIN);
     drain(reader);
     drop(window);
+    if let Some(inputs) = expect.inputs {
+        let (embeddings, usage) =
+            sse::parse_embeddings(&body).map_err(|m| Failure::new(FailureKind::Malformed, m))?;
+        if embeddings != inputs {
+            return Err(Failure::new(
+                FailureKind::Malformed,
+                format!("{embeddings} embeddings for {inputs} inputs"),
+            ));
+        }
+        return Ok(Reply {
+            latency,
+            usage,
+            ..Reply::default()
+        });
+    }
     let chunk = sse::parse_chunk(&body).map_err(|m| Failure::new(FailureKind::Malformed, m))?;
     if !chunk.has_choice {
         return Err(Failure::new(
@@ -1003,6 +1035,14 @@ mod tests {
         }
     }
 
+    /// What a request whose replies may have `bytes` bytes of text expects.
+    fn text_cap(bytes: usize) -> Expect {
+        Expect {
+            max_text_bytes: bytes,
+            ..Expect::new(1, 1)
+        }
+    }
+
     fn fake(parts: &[&str], end: Option<std::io::ErrorKind>) -> BufReader<Fake> {
         BufReader::new(Fake {
             parts: parts.iter().map(|p| p.as_bytes().to_vec()).collect(),
@@ -1070,7 +1110,7 @@ mod tests {
         for end in [None, Some(ConnectionReset), Some(TimedOut)] {
             let mut r = fake(&[body], end);
             r.get_mut().linger = Duration::from_millis(300);
-            let reply = read_whole(&mut r, Instant::now(), 1 << 20, 1 << 20).unwrap();
+            let reply = read_whole(&mut r, Instant::now(), 1 << 20, text_cap(1 << 20)).unwrap();
             assert_eq!(reply.text, " hi");
             assert!(
                 reply.latency < Duration::from_millis(150),
@@ -1080,14 +1120,50 @@ mod tests {
         }
         let cut = &body[..40];
         let kind = |end| {
-            read_whole(&mut fake(&[cut], end), Instant::now(), 1 << 20, 1 << 20)
-                .unwrap_err()
-                .kind
+            read_whole(
+                &mut fake(&[cut], end),
+                Instant::now(),
+                1 << 20,
+                text_cap(1 << 20),
+            )
+            .unwrap_err()
+            .kind
         };
         assert_eq!(kind(None), FailureKind::Truncated);
         assert_eq!(kind(Some(ConnectionReset)), FailureKind::Reset);
-        let e = read_whole(&mut fake(&["<html>"], None), Instant::now(), 1024, 10).unwrap_err();
+        let e = read_whole(
+            &mut fake(&["<html>"], None),
+            Instant::now(),
+            1024,
+            text_cap(10),
+        )
+        .unwrap_err();
         assert_eq!(e.kind, FailureKind::Malformed);
+    }
+
+    #[test]
+    fn an_embeddings_answer_must_hold_one_embedding_per_input() {
+        let body = r#"{"data":[{"embedding":[0.5],"index":0}],"usage":{"prompt_tokens":9,"total_tokens":9}}"#;
+        let ok = read_whole(
+            &mut fake(&[body], None),
+            Instant::now(),
+            1024,
+            Expect::embeddings(1),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((9, 0))
+        );
+        let e = read_whole(
+            &mut fake(&[body], None),
+            Instant::now(),
+            1024,
+            Expect::embeddings(2),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, FailureKind::Malformed);
+        assert!(e.message.contains("1 embeddings for 2 inputs"), "{e:?}");
     }
 
     #[test]
@@ -1104,7 +1180,13 @@ mod tests {
         let e = read_stream(&mut fake(&[A, B, DONE], None), Instant::now(), 1024, 3).unwrap_err();
         assert!(e.message.contains("reply text"), "{e:?}");
         let body = format!("{{\"choices\":[{{\"text\":\"{}\"}}]}}", "z".repeat(5000));
-        let e = read_whole(&mut fake(&[&body], None), Instant::now(), 1024, 100).unwrap_err();
+        let e = read_whole(
+            &mut fake(&[&body], None),
+            Instant::now(),
+            1024,
+            text_cap(100),
+        )
+        .unwrap_err();
         assert_eq!(e.kind, FailureKind::Malformed);
     }
 

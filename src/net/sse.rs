@@ -203,6 +203,44 @@ pub fn parse_chunk_serde(data: &[u8]) -> Result<Chunk<'_>, String> {
     Ok(chunk)
 }
 
+#[derive(Deserialize)]
+struct RawEmbeddings {
+    #[serde(default)]
+    data: Option<Vec<RawEmbedding>>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawEmbedding {
+    /// The vector (floats, or base64 text): skimmed, never built.
+    #[allow(dead_code)]
+    embedding: serde::de::IgnoredAny,
+}
+
+/// An embeddings response: how many embeddings it holds, and its usage
+/// (`prompt_tokens`; no completion tokens).
+pub fn parse_embeddings(data: &[u8]) -> Result<(u64, Option<Usage>), String> {
+    let raw: RawEmbeddings =
+        serde_json::from_slice(data).map_err(|e| format!("malformed embeddings response: {e}"))?;
+    if let Some(err) = raw.error {
+        return Err(format!("server error: {err}"));
+    }
+    let data = raw
+        .data
+        .ok_or_else(|| "an embeddings response without data".to_string())?;
+    let usage = raw.usage.and_then(|u| {
+        Some(Usage {
+            prompt_tokens: u.prompt_tokens?,
+            completion_tokens: u.completion_tokens.unwrap_or(0),
+            cached_tokens: None,
+        })
+    });
+    Ok((data.len() as u64, usage))
+}
+
 /// What one SSE line is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
@@ -447,6 +485,33 @@ data: [DONE]\n\n";
         assert!(matches!(r, Err(StreamError::Malformed(m)) if m.contains("boom")));
         let (_, r) = feed_all(b": keep-alive\n\ndata: [DONE]\n");
         assert_eq!(r, Err(StreamError::NoChoices));
+    }
+
+    #[test]
+    fn embeddings_responses_are_counted_not_built() {
+        let ok = br#"{"object":"list","data":[{"object":"embedding","embedding":[0.1,-2e-3],"index":0},{"embedding":"AAAA","index":1}],"model":"m","usage":{"prompt_tokens":34,"total_tokens":34}}"#;
+        let (n, usage) = parse_embeddings(ok).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 34,
+                completion_tokens: 0,
+                cached_tokens: None
+            })
+        );
+        assert!(parse_embeddings(br#"{"data":[{"index":0}]}"#).is_err());
+        assert!(
+            parse_embeddings(br#"{"object":"list"}"#)
+                .unwrap_err()
+                .contains("without data")
+        );
+        assert!(
+            parse_embeddings(br#"{"error":{"message":"no"}}"#)
+                .unwrap_err()
+                .contains("no")
+        );
+        assert_eq!(parse_embeddings(br#"{"data":[]}"#).unwrap(), (0, None));
     }
 
     #[test]

@@ -264,6 +264,15 @@ pub fn figures(s: &Summary) -> Vec<Figure> {
             0,
         );
     }
+    if s.embed_batch.is_some() {
+        push("embed_requests_per_s".into(), s.embed_requests_per_s, 2);
+        push("embed_inputs_per_s".into(), s.embed_inputs_per_s, 2);
+        push(
+            "embed_input_tokens_per_s".into(),
+            s.embed_input_tokens_per_s,
+            2,
+        );
+    }
     if s.shared_prefix_tokens.is_some() {
         push(
             "prefix_cache_hit_rate_pct".into(),
@@ -397,6 +406,16 @@ pub fn tables(s: &Summary) -> String {
     if let (Some(mean), Some(total)) = (s.template_tokens_per_request, s.template_tokens_total) {
         out.push_str(&format!(
             "Chat template: {mean:.1} tokens per request on top of the workload's, {total} in all\n"
+        ));
+    }
+    if let Some(batch) = s.embed_batch {
+        let show = |x: Option<f64>| x.map_or(ABSENT.to_string(), |x| format!("{x:.2}"));
+        out.push_str(&format!(
+            "Embeddings: {} requests/s of {batch} input{}, {} inputs/s, {} input tokens/s\n",
+            show(s.embed_requests_per_s),
+            if batch == 1 { "" } else { "s" },
+            show(s.embed_inputs_per_s),
+            show(s.embed_input_tokens_per_s)
         ));
     }
     if let Some(tokens) = s.shared_prefix_tokens {

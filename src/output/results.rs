@@ -56,6 +56,11 @@ pub struct Results {
     pub records: Option<Records>,
 }
 
+/// `--text` of documents written before it existed.
+fn words() -> String {
+    "words".into()
+}
+
 /// The configuration of a run as recorded (no secrets).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -94,6 +99,17 @@ pub struct RunConfig {
     /// `--prefix-zipf` (with a shared prefix).
     #[serde(default)]
     pub prefix_zipf: Option<f64>,
+    /// Embeddings: `--embed-tokens` (`null`: each trace's input prompt
+    /// length; or not embeddings).
+    #[serde(default)]
+    pub embed_tokens: Option<u32>,
+    /// Embeddings: `--embed-batch` (`null`: not embeddings).
+    #[serde(default)]
+    pub embed_batch: Option<u32>,
+    /// `--text`: what synthetic text says (absent from older documents:
+    /// words).
+    #[serde(default = "words")]
+    pub text: String,
     /// Base URL requests went to.
     pub endpoint: String,
     /// Whether it was the built-in simulated engine.
@@ -186,6 +202,13 @@ impl RunConfig {
             shared_prefix: cfg.prefix.map(|p| p.tokens),
             prefix_groups: cfg.prefix.map(|p| p.groups),
             prefix_zipf: cfg.prefix.and_then(|p| p.zipf),
+            text: cfg.text.name(),
+            embed_tokens: cfg
+                .embed
+                .tokens
+                .filter(|_| cfg.api == crate::net::client::Api::Embeddings),
+            embed_batch: (cfg.api == crate::net::client::Api::Embeddings)
+                .then_some(cfg.embed.batch),
             endpoint: endpoint.to_string(),
             endpoint_is_sim: cfg.endpoint == Endpoint::Sim,
             model: crate::redact::name(model),

@@ -346,6 +346,7 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
         stream: base.stream,
         api: base.api,
         shared_prefix_tokens: base.shared_prefix_tokens,
+        embed_batch: base.embed_batch,
         interrupted: base.interrupted,
         ..Summary::default()
     };
@@ -428,6 +429,16 @@ pub fn summarize(base: &Summary, records: &Records, wall_s: f64) -> Summary {
             .sum();
         s.template_tokens_total = Some(total);
         s.template_tokens_per_request = Some(total as f64 / req.len() as f64);
+    }
+    if let Some(batch) = s.embed_batch.filter(|_| wall_s > 0.0) {
+        let requests = req.len() as f64 / wall_s;
+        s.embed_requests_per_s = Some(requests);
+        s.embed_inputs_per_s = Some(requests * batch as f64);
+        let tokens = req
+            .iter()
+            .map(|r| r.prompt_tokens())
+            .fold(0u64, u64::saturating_add);
+        s.embed_input_tokens_per_s = Some(tokens as f64 / wall_s);
     }
     s.requests_without_usage = rcount(&|r| r.usage.is_none());
     s.requests_without_cached_tokens =

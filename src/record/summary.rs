@@ -162,6 +162,18 @@ pub struct Summary {
     /// Chat: the template's tokens in all prompts sent.
     #[serde(default)]
     pub template_tokens_total: Option<i64>,
+    /// Embeddings: inputs per request (`None`: not embeddings).
+    #[serde(default)]
+    pub embed_batch: Option<u32>,
+    /// Embeddings: requests answered per second of the run.
+    #[serde(default)]
+    pub embed_requests_per_s: Option<f64>,
+    /// Embeddings: inputs embedded per second.
+    #[serde(default)]
+    pub embed_inputs_per_s: Option<f64>,
+    /// Embeddings: input tokens per second, as the server counted them.
+    #[serde(default)]
+    pub embed_input_tokens_per_s: Option<f64>,
     /// Tokens of the shared prefix traces started with (`--shared-prefix`).
     #[serde(default)]
     pub shared_prefix_tokens: Option<u64>,

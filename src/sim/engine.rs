@@ -40,6 +40,7 @@ pub fn route(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
         }
         ("POST", "/v1/completions") => return completion(shared, req, w, false),
         ("POST", "/v1/chat/completions") => return completion(shared, req, w, true),
+        ("POST", "/v1/embeddings") => return embeddings(shared, req, w),
         // vLLM's shape: the cache is emptied, `200` with an empty body.
         ("POST", "/reset_prefix_cache") => {
             shared.cache.lock().clear();
@@ -437,6 +438,136 @@ fn completion(shared: &Shared, req: &Request, w: &mut Writer, chat: bool) -> Out
         Ok(o) => o,
         Err(_) => Outcome::Close,
     }
+}
+
+/// Dimensions of the sim's embeddings.
+const EMBED_DIM: usize = 8;
+
+/// The inputs of an embeddings request: texts, or token-id lists.
+fn embed_inputs(body: &[u8], model: &str) -> Result<Vec<Prompt>, (u16, String)> {
+    let bad = |m: &str| (400, m.to_string());
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| (400, format!("invalid JSON body: {e}")))?;
+    if let Some(m) = v.get("model").filter(|m| m.as_str() != Some(model)) {
+        return Err((
+            404,
+            format!("The model `{}` does not exist.", m.as_str().unwrap_or("?")),
+        ));
+    }
+    let ids = |a: &[Value]| -> Option<Vec<u32>> {
+        a.iter()
+            .map(|x| {
+                x.as_u64()
+                    .filter(|&n| n <= u32::MAX as u64)
+                    .map(|n| n as u32)
+            })
+            .collect()
+    };
+    let one = |x: &Value| match x {
+        Value::String(s) => Some(Prompt::Text(s.clone())),
+        Value::Array(a) => ids(a).map(Prompt::Ids),
+        _ => None,
+    };
+    let inputs = match v.get("input") {
+        Some(Value::String(s)) => vec![Prompt::Text(s.clone())],
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => {
+            vec![Prompt::Ids(
+                ids(a).ok_or_else(|| bad("input: token ids must fit 32 bits"))?,
+            )]
+        }
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(one)
+            .collect::<Option<Vec<Prompt>>>()
+            .ok_or_else(|| bad("input must be a string, a list of strings, or token ids"))?,
+        _ => {
+            return Err(bad(
+                "input must be a string, a list of strings, or token ids",
+            ));
+        }
+    };
+    Ok(inputs)
+}
+
+/// `POST /v1/embeddings`: every input tokenized (with `--bos`), the whole
+/// request one sequence of the queue that takes its prefill time, then one
+/// deterministic vector per input and usage; not streamed, never cached.
+fn embeddings(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
+    let index = shared.requests.fetch_add(1, Ordering::Relaxed);
+    let cfg = &shared.config;
+    let inputs = match embed_inputs(&req.body, &cfg.model) {
+        Ok(i) => i,
+        Err((status, msg)) => {
+            return keep(http::write_json(
+                w,
+                status,
+                &http::error_body(status, &msg),
+                true,
+            ));
+        }
+    };
+    let fault = cfg.faults.pick(cfg.seed, index);
+    let mut counts = Vec::with_capacity(inputs.len());
+    let mut vectors = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        let ids = match input {
+            Prompt::Text(t) => shared.tokenizer.encode(t),
+            Prompt::Ids(v) => v.clone(),
+        };
+        counts.push(cfg.bos + ids.len());
+        let key = ids
+            .iter()
+            .fold(mix(cfg.seed ^ 0xe3b), |h, &id| mix(h ^ id as u64));
+        let mut rng = Rng::new(key);
+        vectors.push(
+            (0..EMBED_DIM)
+                .map(|_| rng.unit() * 2.0 - 1.0)
+                .collect::<Vec<f64>>(),
+        );
+    }
+    let tokens: usize = counts.iter().sum();
+    if let Some(tx) = &cfg.recorder {
+        let _ = tx.send(super::Recorded {
+            routing_key: req.header("x-smg-routing-key").map(str::to_string),
+            authorization: req.header("authorization").map(str::to_string),
+            body: req.body.clone(),
+            prompt_tokens: tokens,
+            cached_tokens: 0,
+            fault,
+        });
+    }
+    match fault {
+        Fault::Status(code) => {
+            return keep(http::write_json(
+                w,
+                code,
+                &http::error_body(code, "injected fault"),
+                true,
+            ));
+        }
+        Fault::Reset => return Outcome::Close,
+        _ => {}
+    }
+    let Some(running) = shared.queue.admit(shared) else {
+        return Outcome::Close;
+    };
+    let done = running.at + secs(tokens, cfg.prefill_tps * speed_share(shared));
+    if !sleep_until(shared, done) {
+        return Outcome::Close;
+    }
+    drop(running);
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    let body = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": cfg.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    keep(http::write_json(w, 200, body.to_string().as_bytes(), true))
 }
 
 fn keep(r: std::io::Result<()>) -> Outcome {

@@ -2,6 +2,7 @@
 //! chat templates that wrap it.
 
 pub mod chat;
+pub mod content;
 pub mod conversation;
 pub mod prompt;
 pub mod tokenizer;

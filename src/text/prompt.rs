@@ -107,11 +107,6 @@ impl Prefixes {
             }
         }
     }
-
-    /// The text of `group`'s prefix.
-    pub fn text(&self, synth: &Synth, seed: u64, group: u32) -> String {
-        synth.text(prefix_key(seed, group), self.tokens as usize)
-    }
 }
 
 /// The word list of one tokenizer and the generator over it.

@@ -139,6 +139,16 @@ impl Tokenizer {
         )
     }
 
+    /// Text of a sequence of token ids (special tokens kept).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, false).unwrap_or_default()
+    }
+
+    /// Ids of the added tokens (special or not).
+    pub fn added_ids(&self) -> Vec<u32> {
+        self.inner.get_added_tokens_decoder().into_keys().collect()
+    }
+
     /// Text of one token id (empty for unknown ids).
     pub fn decode_one(&self, id: u32) -> String {
         self.inner.decode(&[id], false).unwrap_or_default()

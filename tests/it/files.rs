@@ -612,7 +612,7 @@ fn preflight_stops_unreachable_servers_and_unknown_models() {
         "{err}"
     );
     assert!(
-        err.contains("preflight completion failed (http_404)") && err.contains("`nope`"),
+        err.contains("preflight request failed (http_404)") && err.contains("`nope`"),
         "{err}"
     );
 }

@@ -238,10 +238,7 @@ fn a_server_failing_everything_fails_preflight() {
     let e = run(&config(&path, &sim.url()).max_retries(1), &Hooks::default()).unwrap_err();
     assert_eq!(e.exit_code(), 1);
     let msg = e.to_string();
-    assert!(
-        msg.contains("preflight completion failed (http_500)"),
-        "{msg}"
-    );
+    assert!(msg.contains("preflight request failed (http_500)"), "{msg}");
     // The probe and its one retry; no trace was started.
     let probes = rx.try_iter().count();
     assert_eq!(probes, 2);

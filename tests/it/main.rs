@@ -2,6 +2,7 @@
 //! as `trie sim` child processes where a test needs to kill one.
 
 mod chat;
+mod embeddings;
 mod files;
 mod harness;
 mod hostile;
@@ -15,4 +16,5 @@ mod sim;
 #[path = "../../benches/support/mod.rs"]
 mod support;
 mod sweep;
+mod text;
 mod util;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use trie::Config;
+use trie::text::content::TextMode;
 
 use crate::util::temp_file;
 
@@ -37,6 +38,11 @@ struct Server {
 
 impl Server {
     fn start(slots: u32, model: &str) -> Option<Server> {
+        Server::start_with(slots, model, &[])
+    }
+
+    /// Started with extra llama-server flags.
+    fn start_with(slots: u32, model: &str, flags: &[&str]) -> Option<Server> {
         let required = std::env::var_os("TRIE_REQUIRE_REAL_SERVER").is_some();
         let start = kit().join("start.sh");
         if !start.exists() || !built_server().exists() {
@@ -61,6 +67,7 @@ impl Server {
         let out = std::process::Command::new("bash")
             .arg(&start)
             .args([&port.to_string(), &slots.to_string(), model])
+            .args(flags)
             .output()
             .expect("start.sh runs");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -359,6 +366,81 @@ fn llama_server_caches_the_shared_prefix_across_traces_in_both_apis() {
         assert_eq!(s.prefix_cache_hit_rate_pct, Some(100.0));
         assert_eq!(s.prompt_token_mismatches, 0);
         assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
+    }
+}
+
+#[test]
+fn llama_server_embeds_batches_counted_exactly() {
+    // start.sh passes extra flags through: embeddings need a pooling type
+    // (the tiny model has none of its own).
+    let _cpu = crate::util::cpu_exclusive();
+    let Some(server) = Server::start_with(2, "tiny", &["--embeddings", "--pooling", "mean"]) else {
+        return;
+    };
+    let s = Config::new(workload().to_str().unwrap(), &server.url)
+        .unwrap()
+        .tokenizer(kit().join("tiny/tokenizer.json").to_str().unwrap())
+        .api(trie::Api::Embeddings)
+        // llama.cpp embeds an input within one physical batch (512).
+        .embed(Some(256), 4)
+        .concurrency(2)
+        .duration(Duration::from_secs(4))
+        .run()
+        .unwrap();
+    eprintln!(
+        "llama-server tiny embeddings: {} requests of 4 x 256 tokens, {:.1} requests/s, {:.0} input tokens/s, latency p50 {:.3} s, {} mismatches",
+        s.http_requests,
+        s.embed_requests_per_s.unwrap(),
+        s.embed_input_tokens_per_s.unwrap(),
+        s.per_request.latency_s.unwrap().p50,
+        s.prompt_token_mismatches
+    );
+    assert!(s.http_requests >= 5, "{} requests", s.http_requests);
+    assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
+    assert_eq!(s.requests_without_usage, 0);
+    assert_eq!(s.prompt_token_mismatches, 0);
+    assert!(
+        (s.embed_input_tokens_per_s.unwrap() / s.embed_requests_per_s.unwrap() - 1024.0).abs()
+            < 1e-6
+    );
+}
+
+#[test]
+fn llama_server_counts_random_token_and_natural_text_exactly_in_both_apis() {
+    // DeepSeek-V4's 129k vocabulary under llama.cpp's own tokenizer: random
+    // tokens decoded (bytes of every script) and natural text, exact.
+    let _cpu = crate::util::cpu_exclusive();
+    let Some(server) = Server::start(2, "deepseek-v4") else {
+        return;
+    };
+    for api in [trie::Api::Completions, trie::Api::Chat] {
+        for text in [TextMode::RandomTokens, TextMode::Corpus(None)] {
+            let s = Config::new(workload().to_str().unwrap(), &server.url)
+                .unwrap()
+                .tokenizer(kit().join("deepseek-v4/tokenizer.json").to_str().unwrap())
+                .api(api)
+                .text(text.clone())
+                .concurrency(2)
+                .duration(Duration::from_secs(4))
+                .run()
+                .unwrap();
+            eprintln!(
+                "llama-server deepseek-v4 {} --text {}: {} requests, {} mismatches",
+                api.name(),
+                text.name(),
+                s.http_requests,
+                s.prompt_token_mismatches
+            );
+            assert!(s.http_requests >= 20, "{} requests", s.http_requests);
+            assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
+            assert_eq!(
+                s.prompt_token_mismatches,
+                0,
+                "{} {}",
+                api.name(),
+                text.name()
+            );
+        }
     }
 }
 
