@@ -515,7 +515,7 @@ pub const FLAGS: &[Flag] = &[
         py: None,
         value: Some("S"),
         section: SECTIONS[4],
-        help: "draw each trace's prefix group from a Zipf law of exponent S\n(group 1 the most popular) instead",
+        help: "draw each trace's prefix group from a Zipf law of exponent S\ninstead (group 0 the most popular)",
         default: None,
         scope: Scope::Both,
         parse: |r, v| {

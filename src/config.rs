@@ -535,6 +535,14 @@ impl Config {
                 1,
                 limits::MAX_CONTEXT_TOKENS as usize,
             )?;
+            let total = t as u64 * self.embed.batch as u64;
+            if total > limits::MAX_CONTEXT_TOKENS {
+                return Err(Error::usage(format!(
+                    "--embed-tokens {t} x --embed-batch {} is {total} tokens per request, too many: at most {}; lower one of them",
+                    self.embed.batch,
+                    limits::MAX_CONTEXT_TOKENS
+                )));
+            }
         }
         if let Some(p) = self.prefix {
             check_count(
@@ -768,10 +776,17 @@ pub fn parse_endpoint(raw: &str) -> Result<Endpoint> {
         )));
     }
     let mut rest = rest.trim_end_matches('/');
-    if rest.ends_with("/chat/completions") {
-        return Err(Error::usage(format!(
-            "--endpoint '{raw}' is a chat completions route: trie benchmarks /v1/completions; pass the API base (…/v1)"
-        )));
+    for (route, api) in [("/chat/completions", "chat"), ("/embeddings", "embeddings")] {
+        if rest.ends_with(route) {
+            let what = if api == "chat" {
+                "a chat completions"
+            } else {
+                "an embeddings"
+            };
+            return Err(Error::usage(format!(
+                "--endpoint '{raw}' is {what} route: pass the API base (…/v1), and --api {api}"
+            )));
+        }
     }
     if let Some(base) = rest.strip_suffix("/completions") {
         rest = base.trim_end_matches('/');

@@ -150,8 +150,8 @@ pub struct Aggregator {
     warned: Warned,
     /// Tokens of the shared prefix (`--shared-prefix`), 0 without one.
     prefix_tokens: u64,
-    /// Shared prefixes some request has sent.
-    prefixes_used: std::collections::HashSet<u32>,
+    /// Shared prefixes: the earliest end of a request that sent each.
+    prefixes_sent: HashMap<u32, Duration>,
     /// Embeddings requests: a request's workload is its inputs.
     embeddings: bool,
 }
@@ -170,7 +170,7 @@ impl Aggregator {
             steps: VecDeque::new(),
             totals: CurvePoint::default(),
             prefix_tokens: 0,
-            prefixes_used: Default::default(),
+            prefixes_sent: HashMap::new(),
             embeddings: false,
             warned,
         }
@@ -270,13 +270,19 @@ impl Aggregator {
                 completion: 0,
             };
         }
-        // The shared prefix: new at its first use, cached after it.
+        // The shared prefix: cached once a request that sent it has ended
+        // before this one was sent (what the per-trace eligibility counts
+        // too); new for the first requests of its group before that.
         let prefix = r.prefix_group.map(|g| (g, self.prefix_tokens));
         if let Some((group, tokens)) = prefix {
-            if r.turn == 0 && self.prefixes_used.insert(group) {
-                planned.new_prompt += tokens;
-            } else {
+            let end = r.start + r.latency;
+            let first_end = self.prefixes_sent.entry(group).or_insert(end);
+            let cached = r.turn > 0 || *first_end < r.start;
+            *first_end = (*first_end).min(end);
+            if cached {
                 planned.cached_prompt += tokens;
+            } else {
+                planned.new_prompt += tokens;
             }
         }
         let row = RequestRow::new(r, planned, prefix);
@@ -418,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_prefix_is_new_at_its_first_use_and_eligible_once_it_ended() {
+    fn a_shared_prefix_is_cached_and_eligible_once_a_request_that_sent_it_ended() {
         let mut agg = aggregator(NO_TURN).with_prefix(50);
         // Three traces of one group: A ends at 1.1 s; B was sent at 0.5 s
         // (A still running: not eligible); C at 2 s (eligible: A ended).
@@ -448,9 +454,9 @@ mod tests {
             .iter()
             .map(|r| (r.planned_prompt_tokens, r.planned_cached_tokens))
             .collect();
-        // Workload accounting: 10 own tokens each; the prefix new the
-        // first time a request of its group came in, cached after.
-        assert_eq!(planned, [(60, 0), (60, 50), (60, 50)]);
+        // Workload accounting: 10 own tokens each; the prefix new for A
+        // and for B (sent before A ended), cached for C, as eligibility.
+        assert_eq!(planned, [(60, 0), (60, 0), (60, 50)]);
         let s = crate::record::records::summarize(&Summary::default(), &records, 3.0);
         // Only C was eligible: 48 of its 50 prefix tokens hit.
         assert_eq!(s.prefix_cache_hit_rate_pct, Some(96.0));

@@ -365,9 +365,8 @@ pub fn probe_chat(
         c.extend(conversations[0].clone());
         conversations.push(c);
     }
-    let mut served = Vec::new();
-    let mut first_reply = None;
-    for conversation in &conversations {
+    // Each conversation sent; the server's prompt count of it.
+    let send = |conversation: &[Message]| -> Result<Reply> {
         let mut body = Body::chat(
             model_json,
             client.streaming(),
@@ -381,8 +380,15 @@ pub fn probe_chat(
             body.push_text(&m.content);
         }
         body.finish(PROBE_MAX_TOKENS);
-        let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes());
-        let reply = send_probe(client, body.bytes(), expect, max_retries, stop)?;
+        // The body's size bounds what a server may count.
+        let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes())
+            .prompt_bytes(body.bytes().len() as u64);
+        send_probe(client, body.bytes(), expect, max_retries, stop)
+    };
+    let mut served = Vec::new();
+    let mut first_reply = None;
+    for conversation in &conversations {
+        let reply = send(conversation)?;
         served.push(reply.usage.map(|u| u.prompt_tokens));
         first_reply.get_or_insert(reply);
     }
@@ -469,21 +475,58 @@ pub fn probe_chat(
             }
         }
         (_, template) => {
-            let (Some(a), Some(b)) = (served[0], served[1]) else {
-                return Err(Error::run(
-                    "preflight: the server sent no usage for chat requests, and trie needs its prompt counts to count the chat template's tokens; is --endpoint an OpenAI chat API?",
-                ));
+            // Calibrated on conversations of words alone: the probes'
+            // added token (which the run's messages do not carry) may be
+            // one token or several to this server.
+            let words_only: Vec<Vec<Message>> = conversations
+                .iter()
+                .map(|c| {
+                    c.iter()
+                        .map(|m| {
+                            Message::new(
+                                &m.role,
+                                m.content
+                                    .trim_end_matches(added.as_deref().unwrap_or("\u{0}")),
+                            )
+                        })
+                        .collect()
+                })
+                .collect();
+            let counted: Vec<Option<u64>> = if words_only == conversations {
+                served.clone()
+            } else {
+                words_only
+                    .iter()
+                    .map(|c| Ok(send(c)?.usage.map(|u| u.prompt_tokens)))
+                    .collect::<Result<_>>()?
             };
-            let (u, r) = (tok.count(&user) as i64, tok.count(&answer) as i64);
+            let no_usage = || {
+                Error::run(
+                    "preflight: the server sent no usage for chat requests, and trie needs its prompt counts to count the chat template's tokens; is --endpoint an OpenAI chat API?",
+                )
+            };
+            let (a, b) = (
+                counted[0].ok_or_else(no_usage)?,
+                counted[1].ok_or_else(no_usage)?,
+            );
+            let c = match counted.get(2) {
+                Some(c) => Some(c.ok_or_else(no_usage)?),
+                None => None,
+            };
+            let count = |m: &Message| tok.count(&m.content) as i64;
+            let (u, r) = (count(&words_only[0][0]), count(&words_only[1][1]));
+            // The counts are bounded by the bodies' sizes (checked as usage).
             let calibration = Calibration {
                 first: a as i64 - u,
-                system: served
-                    .get(2)
-                    .copied()
-                    .flatten()
-                    .map_or(0, |c| c as i64 - a as i64 - tok.count(&system) as i64),
+                system: c.map_or(0, |c| c as i64 - a as i64 - count(&words_only[2][0])),
                 per_turn: b as i64 - a as i64 - u - r,
             };
+            if calibration.first < 0 || calibration.per_turn < 0 || calibration.system < 0 {
+                return Err(Error::run(format!(
+                    "preflight: the server counted {a} and {b} prompt tokens for chat messages of {u}, and {u} + {r} + {u} tokens: fewer than their content, so the chat template's tokens cannot be calibrated; is --tokenizer the served model's?"
+                )));
+            }
+            let shown = |n: Option<u64>| n.map_or("no".to_string(), |n| n.to_string());
             let why = match (&template, &mine) {
                 (None, _) => {
                     "no chat template was found beside the tokenizer (pass --chat-template FILE)"
@@ -494,8 +537,12 @@ pub fn probe_chat(
                     t.source
                 ),
                 (Some(t), Some(c)) => format!(
-                    "the server counted {a} and {b} prompt tokens where trie's rendering with the chat template {} has {} and {}: the server renders differently (pass the template it uses with --chat-template, its variables with --chat-template-kwargs)",
-                    t.source, c[0], c[1]
+                    "the server counted {} and {} prompt tokens where trie's rendering with the chat template {} has {} and {}: the server renders differently (pass the template it uses with --chat-template, its variables with --chat-template-kwargs)",
+                    shown(served[0]),
+                    shown(served[1]),
+                    t.source,
+                    c[0],
+                    c[1]
                 ),
             };
             log::warn!(

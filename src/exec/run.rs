@@ -210,6 +210,27 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
         inputs.push(Input::new("the corpus", f));
     }
     let corpus = crate::text::content::read_corpus(&cfg.text)?;
+    // A template given on the command line must compile and render a
+    // conversation of the run's shape before anything is sent.
+    if let (Api::Chat, Some(file)) = (cfg.api, &cfg.chat.template) {
+        let template = ChatTemplate::from_file(file, None)?;
+        let extra = cfg.chat.kwargs.clone().into_iter().collect();
+        let mut trial = vec![
+            crate::text::chat::Message::new("user", " a b c"),
+            crate::text::chat::Message::new("assistant", " d e"),
+            crate::text::chat::Message::new("user", " f g h"),
+        ];
+        if cfg.prefix.is_some() {
+            trial.insert(0, crate::text::chat::Message::new("system", " i j k"));
+        }
+        template.render(&trial, true, &extra).map_err(|e| {
+            Error::usage(format!(
+                "--chat-template {}: {e}; trie sends {}, then assistant and user messages in turn: pass a template that renders them",
+                file.display(),
+                if cfg.prefix.is_some() { "a system and a user message" } else { "a user message" }
+            ))
+        })?;
+    }
     // The tokenizer, and the file it came from (`None`: the bundled one).
     let load_tokenizer = |model: &str| -> Result<(Tokenizer, Option<PathBuf>)> {
         match &cfg.tokenizer {
@@ -338,6 +359,11 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
                 cfg.max_retries,
                 stop,
             )?;
+            if let Some(t) = cfg.embed.tokens.filter(|&t| (t as u64) < embed_added) {
+                return Err(Error::usage(format!(
+                    "--embed-tokens {t} is fewer than the {embed_added} tokens the server adds to every input; pass at least {embed_added}"
+                )));
+            }
             let probe = preflight::Probe {
                 tokenizer: tok,
                 added_tokens_as_text: false,

@@ -92,17 +92,30 @@ impl SlotContext<'_> {
         t.saturating_duration_since(self.epoch)
     }
 
-    /// Report `job` started on `slot` now, at its clock's start; when.
-    fn started(&self, job: Job, slot: usize) -> Instant {
+    /// Report `job` started on `slot` now; when. `on_schedule`: at its
+    /// clock's start (its lateness counts), else a trace that fails before
+    /// its clock would start, reported so that its failure is counted.
+    fn started(&self, job: Job, slot: usize, on_schedule: bool) -> Instant {
         let now = Instant::now();
         let _ = self.events.send(Event::TraceStarted {
             seq: job.seq,
             template: job.template,
             slot,
             at: self.since_epoch(now),
-            late: job.due.map(|d| now.saturating_duration_since(d)),
+            late: job
+                .due
+                .filter(|_| on_schedule)
+                .map(|d| now.saturating_duration_since(d)),
         });
         now
+    }
+
+    /// Fail `job` before its clock started (as `internal`: trie could not
+    /// make or count its text).
+    fn failed_unstarted(&self, job: Job, slot: usize, message: String) {
+        self.started(job, slot, false);
+        let kind = FailureKind::Internal;
+        self.trace_ended(job.seq, TraceEnd::Failed { kind, message });
     }
 
     /// Report failed attempt `n` of a request, sent at `sent`.
@@ -122,18 +135,6 @@ impl SlotContext<'_> {
             next,
             body_fnv1a: a.body_fnv1a,
         }));
-    }
-
-    /// Report `job` started now on `slot`, off its schedule (a trace that
-    /// fails before its clock would start, so that its failure is counted).
-    fn started_now(&self, job: Job, slot: usize) {
-        let _ = self.events.send(Event::TraceStarted {
-            seq: job.seq,
-            template: job.template,
-            slot,
-            at: self.since_epoch(Instant::now()),
-            late: None,
-        });
     }
 
     fn trace_ended(&self, seq: u64, end: TraceEnd) {
@@ -168,6 +169,15 @@ fn text_counter<'a>(
             *broken.borrow_mut() = Some(e);
             None
         }
+    }
+}
+
+/// A trace whose text could not be made: failed when the tokenizer broke
+/// (`broken`), else (the run stopped) never started.
+fn unmade(ctx: &SlotContext, job: Job, slot: usize, broken: Option<String>, began: &mut bool) {
+    if let Some(e) = broken {
+        *began = true;
+        ctx.failed_unstarted(job, slot, format!("cannot make the trace's text: {e}"));
     }
 }
 
@@ -213,7 +223,7 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
             log::debug!("{} slot {slot}: {message}", trace_id(job.seq));
             if !began {
                 // Started now, so that its failure is counted.
-                ctx.started_now(job, slot);
+                ctx.started(job, slot, false);
             }
             ctx.trace_ended(
                 job.seq,
@@ -349,10 +359,8 @@ impl Body {
 
 /// The body of an embeddings request of `inputs`.
 pub fn embeddings_body(model_json: &str, inputs: &[String]) -> Vec<u8> {
-    serde_json::json!({"input": inputs, "encoding_format": "float"})
-        .to_string()
-        .replacen('{', &format!("{{\"model\":{model_json},"), 1)
-        .into_bytes()
+    let inputs = serde_json::to_string(inputs).unwrap_or_else(|_| "[]".into());
+    format!(r#"{{"model":{model_json},"input":{inputs},"encoding_format":"float"}}"#).into_bytes()
 }
 
 /// The token count of a growing context, exact without re-tokenizing it: text
@@ -592,18 +600,13 @@ fn run_trace(
     began: &mut bool,
 ) {
     let t = &ctx.workload.traces[job.template];
-    let internal = |message: String| {
-        ctx.started_now(job, slot);
-        let kind = FailureKind::Internal;
-        ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
-    };
     // A chat prompt's BOS is the template's (counted in the rendering).
     let less = if ctx.chat.is_some() { 0 } else { SERVER_BOS };
     // What is not words is counted on the tokenizer's threads (a panic of
     // the tokenizer fails the trace; a stop ends it unstarted).
     let broken = std::cell::RefCell::new(None);
     let mut count = text_counter(ctx, counter, &broken);
-    let Some(segments) = synthesize(
+    let made = synthesize(
         ctx.synth,
         ctx.content,
         ctx.seed,
@@ -611,30 +614,21 @@ fn run_trace(
         t,
         less,
         &mut count,
-    ) else {
-        if let Some(e) = broken.take() {
-            *began = true;
-            internal(format!("cannot make the trace's text: {e}"));
-        }
-        return;
-    };
-    let prefix = match ctx.prefixes {
-        None => None,
-        Some(p) => {
-            let group = p.group(ctx.seed, job.seq);
-            let key = prefix_key(ctx.seed, group);
-            let Some(text) = ctx
-                .content
+    )
+    .and_then(|segments| {
+        let Some(p) = ctx.prefixes else {
+            return Some((segments, None));
+        };
+        let group = p.group(ctx.seed, job.seq);
+        let key = prefix_key(ctx.seed, group);
+        let text = p.text(group, || {
+            ctx.content
                 .segment(ctx.synth, key, p.tokens as usize, &mut count)
-            else {
-                if let Some(e) = broken.take() {
-                    *began = true;
-                    internal(format!("cannot make the trace's text: {e}"));
-                }
-                return;
-            };
-            Some((group, (text, p.tokens)))
-        }
+        })?;
+        Some((segments, Some((group, (text.to_string(), p.tokens)))))
+    });
+    let Some((segments, prefix)) = made else {
+        return unmade(ctx, job, slot, broken.take(), began);
     };
     let first_role = if prefix.is_some() { "system" } else { "user" };
     let mut body = match ctx.chat {
@@ -670,12 +664,12 @@ fn run_trace(
         Err(_) if ctx.stop.is_set() => return,
         Err(e) => {
             *began = true;
-            return internal(format!("cannot count the first prompt: {e}"));
+            return ctx.failed_unstarted(job, slot, format!("cannot count the first prompt: {e}"));
         }
     };
     let routing_key = trace_id(job.seq);
 
-    let started = ctx.started(job, slot);
+    let started = ctx.started(job, slot, true);
     *began = true;
     let mut end_at = started;
     for turn in 0..t.num_requests() {
@@ -839,13 +833,7 @@ fn run_embedding(
         })
         .collect();
     let Some(inputs) = inputs else {
-        if let Some(message) = broken.take() {
-            *began = true;
-            ctx.started_now(job, slot);
-            let kind = FailureKind::Internal;
-            ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
-        }
-        return;
+        return unmade(ctx, job, slot, broken.take(), began);
     };
     let body = embeddings_body(&ctx.model_json, &inputs);
     drop(inputs);
@@ -858,7 +846,7 @@ fn run_embedding(
         .hash_bodies
         .then(|| crate::input::workload::fnv1a(&body));
     let routing_key = trace_id(job.seq);
-    ctx.started(job, slot);
+    ctx.started(job, slot, true);
     *began = true;
     let attempt = Attempt {
         job,

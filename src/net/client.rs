@@ -614,7 +614,9 @@ impl Client {
                 ),
             ));
         }
-        let reply = if self.stream && !content_type.starts_with("application/json") {
+        // An embeddings answer is one JSON body, whatever it is labelled.
+        let streamed = self.stream && expect.inputs.is_none();
+        let reply = if streamed && !content_type.starts_with("application/json") {
             read_stream(reader, start, self.max_line, expect.max_text_bytes)
         } else {
             read_whole(reader, start, self.max_line, expect)
@@ -812,6 +814,9 @@ impl<R: Read> Read for Recorded<R> {
     }
 }
 
+/// Most bytes of one embedding in a response, beyond `--max-line-bytes`.
+pub const EMBEDDING_BYTES: usize = 256 << 10;
+
 /// Read a whole (non-streamed) JSON body: its end is the end of the JSON
 /// value (stamped there), whenever the server closes the connection.
 pub fn read_whole(
@@ -821,7 +826,12 @@ pub fn read_whole(
     expect: Expect,
 ) -> Result<Reply, Failure> {
     let max_text = expect.max_text_bytes;
-    let cap = max_line.saturating_add(max_text.saturating_mul(6));
+    let cap = match expect.inputs {
+        // One vector per input: a float vector of 8k dimensions is about
+        // 190 KB of JSON.
+        Some(n) => max_line.saturating_add((n as usize).saturating_mul(EMBEDDING_BYTES)),
+        None => max_line.saturating_add(max_text.saturating_mul(6)),
+    };
     // The JSON value's bytes, read up to its end (serde_json reads a reader
     // byte by byte, so nothing past the value is taken); skimmed, not built.
     let mut limited = Recorded {
@@ -1139,6 +1149,37 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind, FailureKind::Malformed);
+    }
+
+    #[test]
+    fn an_embeddings_answer_may_be_larger_than_a_line_by_its_vectors() {
+        // 64 inputs of 4,096 dimensions: about 7 MB, over a 1 MB line cap.
+        let vector = format!("[{}]", vec!["-0.012345678901234567"; 4096].join(","));
+        let data: Vec<String> = (0..64)
+            .map(|i| format!(r#"{{"object":"embedding","index":{i},"embedding":{vector}}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"data":[{}],"usage":{{"prompt_tokens":640,"total_tokens":640}}}}"#,
+            data.join(",")
+        );
+        assert!(body.len() > 5 << 20);
+        let r = read_whole(
+            &mut fake(&[&body], None),
+            Instant::now(),
+            1 << 20,
+            Expect::embeddings(64),
+        )
+        .unwrap();
+        assert_eq!(r.usage.unwrap().prompt_tokens, 640);
+        // Still bounded: one input's worth cannot be megabytes more.
+        let e = read_whole(
+            &mut fake(&[&body], None),
+            Instant::now(),
+            1 << 20,
+            Expect::embeddings(1),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("larger than"), "{e:?}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub fn route(shared: &Shared, req: &Request, w: &mut Writer) -> Outcome {
             _,
             "/v1/completions"
             | "/v1/chat/completions"
+            | "/v1/embeddings"
             | "/v1/models"
             | "/health"
             | "/reset_prefix_cache",

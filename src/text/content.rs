@@ -12,10 +12,11 @@
 //! " a b" + middle + " c d"
 //! ```
 //!
-//! so that what comes before or after it in a context cannot merge with it
-//! (a word after anything, and anything after a word, split: proven for
-//! the tokenizer by [`Synth`]), and so that the chat counting finds its
-//! interior ([`crate::text::conversation`]). The middle is sized to make
+//! so that what comes before it in a context cannot merge with it (a word
+//! after anything splits: proven for the tokenizer by [`Synth`]; what
+//! follows is counted together with the last word, as after any segment),
+//! and so that the chat counting finds its interior
+//! ([`crate::text::conversation`]). The middle is sized to make
 //! the whole exactly n tokens in a few counts; when no length hits n (a
 //! merge jumps over it), the longest middle below n is padded with words,
 //! each exactly one token more; should even that miss, the segment is
@@ -124,7 +125,8 @@ impl Content {
         n: usize,
         count: &mut dyn FnMut(&str) -> Option<usize>,
     ) -> Option<String> {
-        if matches!(self, Content::Words) || n <= FRAME {
+        let nothing_to_draw = matches!(self, Content::RandomTokens { ids, .. } if ids.is_empty());
+        if matches!(self, Content::Words) || nothing_to_draw || n <= FRAME {
             return Some(synth.text(key, n));
         }
         let mut rng = Rng::new(key);
@@ -172,8 +174,12 @@ impl Content {
                 // A window from a word start, wrapping around; natural
                 // text is about four bytes per token, trimmed on a char
                 // boundary.
-                let start = Rng::new(key ^ 0x636f_7270).below(text.len());
-                let start = text[start..].find(' ').map_or(0, |i| start + i);
+                let mut start = Rng::new(key ^ 0x636f_7270).below(text.len());
+                while !text.is_char_boundary(start) {
+                    start -= 1;
+                }
+                // From the next word when there is one, else from here.
+                let start = text[start..].find(' ').map_or(start, |i| start + i);
                 let bytes = tokens * 4;
                 let mut out = String::with_capacity(bytes + 4);
                 let mut at = start;
@@ -274,6 +280,23 @@ mod tests {
             if mode != TextMode::Words {
                 // A handful of counts per segment, not a search.
                 assert!(counts < 40 * 2 * 5 + 60, "{mode:?}: {counts} counts");
+            }
+        }
+    }
+
+    #[test]
+    fn a_corpus_of_any_script_or_without_spaces_is_cut_on_character_boundaries() {
+        let tok = tok();
+        let synth = Synth::new(&tok).unwrap();
+        let mut count = |t: &str| Some(tok.count(t));
+        for text in [
+            "é中文🙂 ça va? 日本語のテキスト。".repeat(200),
+            "漢字ばかりで空白のない文章".repeat(300),
+        ] {
+            let content = Content::Corpus { text };
+            for key in 0..50 {
+                let s = content.segment(&synth, key, 60, &mut count).unwrap();
+                assert_eq!(tok.count(&s), 60, "key {key}");
             }
         }
     }

@@ -64,15 +64,26 @@ pub fn prefix_key(seed: u64, group: u32) -> u64 {
 }
 
 /// The shared prefixes of a run (`--shared-prefix`, `--prefix-groups`,
-/// `--prefix-zipf`): which one each trace starts with.
-#[derive(Clone, Debug)]
+/// `--prefix-zipf`): which one each trace starts with, and the texts made
+/// so far (random-token or natural text takes tokenizer counts to make;
+/// kept up to [`PREFIX_CACHE_BYTES`]).
+#[derive(Debug)]
 pub struct Prefixes {
     /// Tokens of each prefix.
     pub tokens: u64,
     groups: u32,
     /// Zipf: the cumulative probability of groups `0..=i`.
     cdf: Option<Vec<f64>>,
+    /// Texts made, by group, and their bytes in all.
+    made: parking_lot::Mutex<(
+        std::collections::HashMap<u32, std::sync::Arc<String>>,
+        usize,
+    )>,
 }
+
+/// Most bytes of prefix text kept for reuse; beyond, a prefix is made again
+/// for each trace.
+pub const PREFIX_CACHE_BYTES: usize = 64 << 20;
 
 impl Prefixes {
     /// `groups` prefixes of `tokens` tokens, taken round robin or, with
@@ -93,7 +104,28 @@ impl Prefixes {
             tokens,
             groups: groups.max(1),
             cdf,
+            made: Default::default(),
         }
+    }
+
+    /// The text of `group`'s prefix: kept from an earlier trace, or made by
+    /// `make` (and kept while the cache has room); `None` when `make` gave
+    /// up.
+    pub fn text(
+        &self,
+        group: u32,
+        make: impl FnOnce() -> Option<String>,
+    ) -> Option<std::sync::Arc<String>> {
+        if let Some(t) = self.made.lock().0.get(&group) {
+            return Some(t.clone());
+        }
+        let text = std::sync::Arc::new(make()?);
+        let mut made = self.made.lock();
+        if made.1 + text.len() <= PREFIX_CACHE_BYTES {
+            made.1 += text.len();
+            made.0.insert(group, text.clone());
+        }
+        Some(text)
     }
 
     /// The group of trace `seq`: its sequence number modulo the groups,

@@ -285,6 +285,32 @@ fn chat_flags_are_checked_before_anything_is_sent() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot be compiled"), "{err}");
+    // One that cannot render the run's conversation (here: no system
+    // role, with a shared prefix): refused before anything is sent, even
+    // when the endpoint is a URL nothing listens on.
+    let nosys = temp_file(
+        "nosys.jinja",
+        "{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
+    );
+    let (code, _out, err) = trie_run(&[
+        "--workload",
+        w,
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--model",
+        "m",
+        "--tokenizer",
+        "data/tokenizer.json",
+        "--api",
+        "chat",
+        "--shared-prefix",
+        "10",
+        "--chat-template",
+        nosys.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("System role not supported"), "{err}");
+    assert!(err.contains("a system and a user message"), "{err}");
 }
 
 #[test]
@@ -322,4 +348,55 @@ fn chat_template_kwargs_reach_the_server_and_trie_s_rendering() {
     assert_eq!(s.prompt_token_mismatches, 0);
     let without = by_trace(&rx)["trace-0"][0].prompt_tokens;
     assert_eq!(with - without, bundled().count("<think on>"));
+}
+
+#[test]
+fn calibration_is_not_skewed_by_the_probes_added_token() {
+    // DeepSeek-V4's tokenizer has non-special added tokens; a server that
+    // reads them as plain text counts the probe's one added token as
+    // several. Calibrated on the probes as they were, every turn drifted
+    // by that difference.
+    let Ok(json) = std::fs::read_to_string("../shared/real-server/deepseek-v4/tokenizer.json")
+    else {
+        eprintln!("skipped: no DeepSeek-V4 tokenizer in ../shared/real-server");
+        return;
+    };
+    let dir = temp_file("tokenizer.json", &json)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    // The server's tokenizer: the same without the non-special added tokens.
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|t| t["special"].as_bool().unwrap_or(true));
+    let server_tok = dir.join("server-tokenizer.json");
+    std::fs::write(&server_tok, v.to_string()).unwrap();
+    let wl = temp_file(
+        "w.jsonl",
+        &row(200, &[10, 10, 10, 10], &[30, 30, 30, 30], 0.0, 10),
+    );
+    let (sim, _rx) = fast_sim(SimConfig {
+        tokenizer: Some(server_tok),
+        ..fast()
+    });
+    let s = run(
+        &Config::new(wl.to_str().unwrap(), &sim.url())
+            .unwrap()
+            .model("trie-sim")
+            .tokenizer(dir.join("tokenizer.json").to_str().unwrap())
+            .api(Api::Chat)
+            .duration(Duration::from_millis(700)),
+        &Hooks::default(),
+    )
+    .unwrap();
+    assert!(s.http_requests >= 5, "{} requests", s.http_requests);
+    // No template beside this tokenizer: calibrated, and exact here
+    // (ChatML's markers cost the same around any words).
+    assert_eq!(
+        s.prompt_token_mismatches, 0,
+        "of {} requests",
+        s.http_requests
+    );
 }

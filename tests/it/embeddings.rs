@@ -124,6 +124,17 @@ fn embeddings_flags_are_checked() {
             vec!["--api", "embeddings", "--shared-prefix", "10"],
             "embeddings inputs have none",
         ),
+        (
+            vec![
+                "--api",
+                "embeddings",
+                "--embed-tokens",
+                "2000000",
+                "--embed-batch",
+                "4096",
+            ],
+            "tokens per request, too many",
+        ),
     ] {
         let mut all = vec!["--workload", w, "--endpoint", "sim"];
         all.extend(args);

@@ -13,7 +13,7 @@ use trie::Config;
 use trie::exec::run::{Hooks, run};
 
 use crate::scripted::{
-    After, begin_sse, chunk, completion_events, end_chunks, models, normal, respond, scripted,
+    After, Req, begin_sse, chunk, completion_events, end_chunks, models, normal, respond, scripted,
     usage_chunk,
 };
 use crate::util::{row, signal, temp_file, trie_bin, trie_run};
@@ -729,4 +729,55 @@ fn a_request_is_sent_again_only_once_and_only_after_a_kept_alive_connection_died
     let most = sends.values().max().copied().unwrap_or(0);
     assert!(most <= 2, "a request reached the server {most} times");
     assert_eq!(s.reconnects, 1, "{s:?}");
+}
+
+/// An embeddings answer of `n` vectors with exact usage for `req`.
+fn embeddings_answer(req: &Req, n: usize) -> String {
+    let inputs = req.json()["input"].as_array().cloned().unwrap_or_default();
+    let tokens: usize = inputs
+        .iter()
+        .map(|i| 1 + crate::scripted::tokenizer().count(i.as_str().unwrap_or("")))
+        .sum();
+    let data: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"object": "embedding", "index": i, "embedding": [0.5, -0.25]}))
+        .collect();
+    serde_json::json!({"data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        .to_string()
+}
+
+#[test]
+fn embeddings_answers_are_read_whole_whatever_their_label_and_counted() {
+    // Labelled as an event stream, an embeddings answer is still one JSON
+    // body (it was read as SSE and failed as "no choices"); an answer with
+    // one vector too few fails as malformed, counted, and the run goes on.
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    let server = scripted(move |req, c| {
+        if req.method == "GET" {
+            models(c, &["m"]);
+            return After::KeepAlive;
+        }
+        let inputs = req.json()["input"].as_array().map_or(0, Vec::len);
+        let short = !req.is_probe() && seen.fetch_add(1, Ordering::SeqCst) % 2 == 1;
+        let body = embeddings_answer(req, if short { inputs - 1 } else { inputs });
+        respond(c, "200 OK", "text/event-stream", "", &body);
+        After::KeepAlive
+    });
+    let s = run(
+        &config(&server.url, 1.0)
+            .api(trie::Api::Embeddings)
+            .embed(Some(40), 3)
+            .max_retries(0),
+        &Hooks::default(),
+    )
+    .unwrap();
+    assert!(s.http_requests >= 3, "{s:?}");
+    assert_eq!(s.prompt_token_mismatches, 0);
+    let malformed = &s.failures["malformed"];
+    assert!(malformed.traces >= 3, "{:?}", s.failures);
+    assert!(
+        malformed.examples[0].contains("2 embeddings for 3 inputs"),
+        "{:?}",
+        malformed.examples
+    );
 }

@@ -267,7 +267,7 @@ fn malformed_inputs_exit_2_and_send_nothing() {
                 "--endpoint".into(),
                 "http://127.0.0.1:9/v1/chat/completions".into(),
             ],
-            vec!["chat completions route", "pass the API base"],
+            vec!["chat completions route", "pass the API base", "--api chat"],
         ),
         (
             "tokenizer file missing",
