@@ -45,14 +45,14 @@ pub fn register(secret: &str) {
 /// as `\u{..}`: a server's words are printed, never obeyed.
 pub fn clean(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read();
-    let has_secret = secrets.iter().any(|s| text.contains(s.as_str()));
+    let has_secret = secrets.iter().any(|s| text.contains(head(s)));
     if !has_secret && !text.chars().any(steers) {
         return Cow::Borrowed(text);
     }
     let mut out = text.to_string();
     for s in secrets.iter() {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), REDACTED);
+        if out.contains(head(s)) {
+            out = remove(&out, s);
         }
     }
     if out.chars().any(steers) {
@@ -67,6 +67,41 @@ pub fn clean(text: &str) -> Cow<'_, str> {
         out = escaped;
     }
     Cow::Owned(out)
+}
+
+/// The part of a secret whose echo gives it away: all of a short one, the
+/// first half (at least [`MIN_SECRET_CHARS`]) of a long one, which servers
+/// and proxies echo cut short (`sk-abc123...`).
+fn head(secret: &str) -> &str {
+    let chars = secret.chars().count();
+    let keep = (chars.div_ceil(2)).max(MIN_SECRET_CHARS).min(chars);
+    match secret.char_indices().nth(keep) {
+        Some((at, _)) => &secret[..at],
+        None => secret,
+    }
+}
+
+/// `text` with every occurrence of `secret`'s head, and as much of the rest
+/// of `secret` as follows it, replaced by [`REDACTED`].
+fn remove(text: &str, secret: &str) -> String {
+    let head = head(secret);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(head) {
+        out.push_str(&rest[..at]);
+        out.push_str(REDACTED);
+        // The longest run of the secret that starts here.
+        let after = &rest[at..];
+        let same = after
+            .char_indices()
+            .zip(secret.chars())
+            .take_while(|((_, a), b)| a == b)
+            .last()
+            .map_or(0, |((i, c), _)| i + c.len_utf8());
+        rest = &after[same.max(head.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A name from outside trie (a served model's) made fit for one line of a
@@ -125,6 +160,16 @@ mod tests {
             clean("a\x1b]0;PWNED\x07\x1b[2J\r\u{202e}b\nc\td"),
             "a\\u{1b}]0;PWNED\\u{7}\\u{1b}[2J\\u{d}\\u{202e}b\nc\td"
         );
+        // Echoed cut short, as proxies do: half the key or more gives it
+        // away; less (a last-four hint) does not.
+        register("sk-SECRETKEY1234567890abcdef");
+        assert_eq!(
+            clean("key=sk-SECRETKEY1234567890abc... invalid"),
+            "key=<redacted>... invalid"
+        );
+        assert_eq!(clean("key sk-SECRETKEY12 x"), "key <redacted> x");
+        assert_eq!(clean("key sk-SECRETKE x"), "key sk-SECRETKE x");
+        assert_eq!(clean("ends in ...cdef"), "ends in ...cdef");
         // A served model's name never starts a line of its own.
         assert_eq!(
             name("evil\x1b]0\nfake line\t"),

@@ -383,7 +383,12 @@ pub fn probe_chat(
         // The body's size bounds what a server may count.
         let expect = Expect::new(PROBE_MAX_TOKENS as u64, synth.longest_token_bytes())
             .prompt_bytes(body.bytes().len() as u64);
-        send_probe(client, body.bytes(), expect, max_retries, stop)
+        let reply = send_probe(client, body.bytes(), expect, max_retries, stop)?;
+        // One answer without usage may be a server's hiccup: once more.
+        if reply.usage.is_none() {
+            return send_probe(client, body.bytes(), expect, max_retries, stop);
+        }
+        Ok(reply)
     };
     let mut served = Vec::new();
     let mut first_reply = None;
@@ -533,8 +538,12 @@ pub fn probe_chat(
                         .to_string()
                 }
                 (Some(t), None) => format!(
-                    "the chat template {} cannot render trie's conversation",
-                    t.source
+                    "the chat template {} cannot render trie's conversation ({})",
+                    t.source,
+                    conversations
+                        .iter()
+                        .find_map(|c| t.render(c, true, extra).err())
+                        .unwrap_or_default()
                 ),
                 (Some(t), Some(c)) => format!(
                     "the server counted {} and {} prompt tokens where trie's rendering with the chat template {} has {} and {}: the server renders differently (pass the template it uses with --chat-template, its variables with --chat-template-kwargs)",

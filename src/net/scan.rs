@@ -192,15 +192,17 @@ impl<'a> Scanner<'a> {
     /// A chat `delta` object: its `content`, and its `reasoning_content`
     /// else `reasoning` (each a string or null; other fields skipped).
     fn delta(&mut self) -> Option<Delta<'a>> {
-        let mut seen = [false; 3];
+        let mut seen = [false; 4];
         let mut found: [Option<Cow<'a, str>>; 3] = [None, None, None];
         self.object(|s, key| {
             match field(
                 key,
-                &["content", "reasoning_content", "reasoning"],
+                &["content", "reasoning_content", "reasoning", "tool_calls"],
                 &mut seen,
             )? {
                 None => s.skip(1),
+                // Tool calls (tokens without text): serde reads them.
+                Some(3) => s.null().then_some(()),
                 Some(i) => {
                     if !s.null() {
                         found[i] = Some(s.string()?);

@@ -82,6 +82,9 @@ struct RawMessage<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning: Option<Cow<'a, str>>,
+    /// Tool calls being generated (their arguments are tokens too).
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
 }
 
 /// Choice 0 of `choices`: the element whose `index` is 0 (or, when the
@@ -150,6 +153,8 @@ pub struct Chunk<'a> {
     pub timings: Option<ServerTimings>,
     /// The choice is chat-shaped (`delta`, no `text`).
     pub chat_shaped: bool,
+    /// A chat choice generating tool calls (tokens without text).
+    pub tool_call: bool,
 }
 
 /// Parse one JSON chunk: the common token chunk through the small scanner
@@ -193,7 +198,10 @@ pub fn parse_chunk_serde(data: &[u8]) -> Result<Chunk<'_>, String> {
         let chat = first.delta.or(first.message);
         chunk.chat_shaped = first.text.is_none() && chat.is_some();
         let (content, reasoning) = match chat {
-            Some(m) => (m.content, m.reasoning_content.or(m.reasoning)),
+            Some(m) => {
+                chunk.tool_call = m.tool_calls.is_some();
+                (m.content, m.reasoning_content.or(m.reasoning))
+            }
             None => (None, None),
         };
         chunk.text = first.text.or(content).unwrap_or_default();
@@ -304,7 +312,9 @@ pub struct Stream {
     pub reasoning: String,
     /// Token-carrying chunks, in order.
     pub chunks: Vec<ChunkMark>,
-    /// When the first choice chunk arrived.
+    /// When the first choice chunk arrived that is not chat-shaped (a
+    /// chat choice without a token, such as the role-only first delta, is
+    /// no first token).
     pub first_choice: Option<Duration>,
     /// When the first choice chunk with text arrived (an empty one carries
     /// no token).
@@ -341,10 +351,12 @@ impl Stream {
         let chunk = parse_chunk(data).map_err(StreamError::Malformed)?;
         self.chat_shaped |= chunk.chat_shaped;
         if chunk.has_choice {
-            self.first_choice.get_or_insert(at);
-            // Reasoning tokens are tokens: they count for TTFT, ITL and
-            // decode speed as answer tokens do.
-            if !chunk.text.is_empty() || !chunk.reasoning.is_empty() {
+            if !chunk.chat_shaped {
+                self.first_choice.get_or_insert(at);
+            }
+            // Reasoning and tool-call tokens are tokens: they count for
+            // TTFT, ITL and decode speed as answer tokens do.
+            if !chunk.text.is_empty() || !chunk.reasoning.is_empty() || chunk.tool_call {
                 self.first_text.get_or_insert(at);
                 self.text.push_str(&chunk.text);
                 self.reasoning.push_str(&chunk.reasoning);
@@ -383,7 +395,7 @@ impl Stream {
         if !self.complete() {
             return Err(StreamError::Truncated);
         }
-        if self.first_choice.is_none() {
+        if self.first_choice.is_none() && self.first_text.is_none() && !self.chat_shaped {
             return Err(StreamError::NoChoices);
         }
         Ok(())
@@ -488,6 +500,30 @@ data: [DONE]\n\n";
     }
 
     #[test]
+    fn a_chat_choice_without_a_token_is_no_first_token() {
+        let ms = Duration::from_millis;
+        let role = br#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        let stop = br#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        let tool = br#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"x"}}]},"finish_reason":null}]}"#;
+        // Role, then nothing: a whole answer of no tokens, no TTFT.
+        let mut s = Stream::default();
+        s.feed(role, ms(1)).unwrap();
+        s.feed(stop, ms(300)).unwrap();
+        s.feed(b"data: [DONE]", ms(301)).unwrap();
+        assert_eq!(s.finish(), Ok(()));
+        assert_eq!(s.ttft(), None);
+        // Role, then tool-call tokens: the first of them is the first token.
+        let mut s = Stream::default();
+        s.feed(role, ms(1)).unwrap();
+        s.feed(tool, ms(300)).unwrap();
+        s.feed(tool, ms(310)).unwrap();
+        s.feed(stop, ms(320)).unwrap();
+        assert_eq!(s.ttft(), Some(ms(300)));
+        assert_eq!(s.chunks.len(), 2);
+        assert!(s.text.is_empty());
+    }
+
+    #[test]
     fn embeddings_responses_are_counted_not_built() {
         let ok = br#"{"object":"list","data":[{"object":"embedding","embedding":[0.1,-2e-3],"index":0},{"embedding":"AAAA","index":1}],"model":"m","usage":{"prompt_tokens":34,"total_tokens":34}}"#;
         let (n, usage) = parse_embeddings(ok).unwrap();
@@ -569,7 +605,7 @@ data: [DONE]\n\n";
             "{:?}",
             String::from_utf8_lossy(data)
         );
-        assert!(slow.usage.is_none() && slow.timings.is_none());
+        assert!(slow.usage.is_none() && slow.timings.is_none() && !slow.tool_call);
         true
     }
 
@@ -593,7 +629,7 @@ data: [DONE]\n\n";
         assert_eq!(
             answered,
             [
-                true, true, false, true, false, false, false, false, true, true, true, true, true,
+                true, true, false, true, false, false, false, false, true, true, true, true, false,
                 false, false
             ]
         );

@@ -47,6 +47,37 @@ pub struct ChatTemplate {
     tokens: BTreeMap<String, String>,
 }
 
+/// Instructions a template may run for one rendering: a real template
+/// takes thousands per message; a template that loops without end stops
+/// here (an error) instead of holding its slot (or the preflight) forever.
+pub const RENDER_FUEL: u64 = 200_000_000;
+
+/// Bytes a rendering may have beyond four times its messages' content.
+pub const RENDER_BYTES: usize = 16 << 20;
+
+/// A rendering's output, refused past its limit.
+struct Capped {
+    out: Vec<u8>,
+    limit: usize,
+    /// The limit was reached.
+    full: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > self.limit {
+            self.full = true;
+            return Err(std::io::Error::other("the rendering is too large"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The name of the one template in the environment.
 const NAME: &str = "chat";
 
@@ -77,9 +108,9 @@ impl ChatTemplate {
     /// special tokens of the `tokenizer_config.json` beside
     /// `tokenizer_json`, when there is one.
     pub fn from_file(path: &Path, tokenizer_json: Option<&Path>) -> Result<ChatTemplate> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
+        let source = crate::input::read_text_file(path, 1 << 20).map_err(|e| {
             Error::usage(format!(
-                "--chat-template {}: cannot read it ({e}); pass a Jinja chat template file",
+                "--chat-template {}: {e}; pass a Jinja chat template file",
                 path.display()
             ))
         })?;
@@ -99,6 +130,7 @@ impl ChatTemplate {
     ) -> Result<ChatTemplate> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -156,13 +188,33 @@ impl ChatTemplate {
             ctx.insert(k.clone(), Value::from_serialize(v));
         }
         let template = self.env.get_template(NAME).map_err(|e| e.to_string())?;
-        template.render(ctx).map_err(|e| {
-            let detail = e
-                .detail()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string());
+        let limit = RENDER_BYTES
+            + messages
+                .iter()
+                .map(|m| m.content.len().saturating_mul(4))
+                .fold(0usize, usize::saturating_add);
+        let mut out = Capped {
+            out: Vec::new(),
+            limit,
+            full: false,
+        };
+        let rendered = template.render_captured_to(ctx, &mut out);
+        rendered.map_err(|e| {
+            let detail = if out.full {
+                format!("the rendering is larger than {limit} bytes")
+            } else {
+                e.detail()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string())
+            };
             format!(
                 "the chat template {} refused the conversation: {detail}",
+                self.source
+            )
+        })?;
+        String::from_utf8(out.out).map_err(|_| {
+            format!(
+                "the chat template {} rendered bytes that are not UTF-8",
                 self.source
             )
         })
@@ -405,6 +457,30 @@ mod tests {
             BTreeMap::new(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_template_that_loops_or_swells_is_stopped_not_run_forever() {
+        let msgs = [Message::new("user", " hi")];
+        let extra = BTreeMap::new();
+        let looping = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
+            "loop",
+            BTreeMap::new(),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let e = looping.render(&msgs, true, &extra).unwrap_err();
+        assert!(e.contains("fuel"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        let swelling = ChatTemplate::new(
+            "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+            "swell",
+            BTreeMap::new(),
+        )
+        .unwrap();
+        let e = swelling.render(&msgs, true, &extra).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

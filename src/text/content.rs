@@ -70,6 +70,9 @@ impl TextMode {
 /// the World in Eighty Days* (public domain), from Project Gutenberg.
 pub const BUNDLED_CORPUS: &str = include_str!("../../data/corpus.txt");
 
+/// Most bytes of a corpus file.
+const MAX_CORPUS_BYTES: u64 = 256 << 20;
+
 /// Fewest bytes a corpus must have.
 const MIN_CORPUS_BYTES: usize = 1024;
 
@@ -212,17 +215,10 @@ pub fn read_corpus(mode: &TextMode) -> Result<Option<String>> {
 
 /// A corpus file: UTF-8 text of at least [`MIN_CORPUS_BYTES`].
 fn corpus_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let text = crate::input::read_text_file(path, MAX_CORPUS_BYTES).map_err(|e| {
         Error::usage(format!(
-            "--text corpus:{}: cannot read it ({e}); pass a UTF-8 text file",
+            "--text corpus:{}: {e}; pass a UTF-8 text file",
             path.display()
-        ))
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::usage(format!(
-            "--text corpus:{}: not UTF-8 text (invalid byte at offset {}); pass a UTF-8 text file",
-            path.display(),
-            e.utf8_error().valid_up_to()
         ))
     })?;
     if text.trim().len() < MIN_CORPUS_BYTES {

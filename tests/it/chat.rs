@@ -264,6 +264,10 @@ fn chat_flags_are_checked_before_anything_is_sent() {
             vec!["--api", "chat", "--chat-template", "/nonexistent/t.jinja"],
             "cannot read it",
         ),
+        (
+            vec!["--api", "chat", "--chat-template", "/dev/zero"],
+            "not a regular file",
+        ),
     ] {
         let mut all = vec!["--workload", w, "--endpoint", "sim"];
         all.extend(args);

@@ -431,7 +431,8 @@ fn llama_server_counts_random_token_and_natural_text_exactly_in_both_apis() {
                 s.http_requests,
                 s.prompt_token_mismatches
             );
-            assert!(s.http_requests >= 20, "{} requests", s.http_requests);
+            // Exactness is the point here, not speed: a few requests each.
+            assert!(s.http_requests >= 5, "{} requests", s.http_requests);
             assert_eq!(s.failures.len(), 0, "{:?}", s.failures);
             assert_eq!(
                 s.prompt_token_mismatches,

@@ -89,6 +89,12 @@ fn bad_text_modes_and_corpora_are_refused_before_anything_is_sent() {
     )
     .unwrap();
     let corpus_arg = |p: &std::path::Path| format!("corpus:{}", p.display());
+    let fifo = small.with_file_name("fifo.txt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
     let cases = [
         (
             vec!["--text".to_string(), "lorem".into()],
