@@ -425,14 +425,21 @@ pub const FLAGS: &[Flag] = &[
         help: "variables for the chat template, sent as chat_template_kwargs\nand used in trie's own rendering, e.g. '{\"enable_thinking\":false}'",
         default: None,
         scope: Scope::Both,
-        parse: |r, v| match serde_json::from_str::<serde_json::Value>(v) {
-            Ok(serde_json::Value::Object(map)) => {
-                r.chat_kwargs = Some(map);
-                Ok(())
+        parse: |r, v| {
+            let shown: String = v.chars().take(80).collect();
+            let more = if v.chars().count() > 80 { "…" } else { "" };
+            match serde_json::from_str::<serde_json::Value>(v) {
+                Ok(serde_json::Value::Object(map)) => {
+                    r.chat_kwargs = Some(map);
+                    Ok(())
+                }
+                Ok(_) => Err(Error::usage(format!(
+                    "--chat-template-kwargs: '{shown}{more}' is not a JSON object; pass e.g. '{{\"enable_thinking\":false}}'"
+                ))),
+                Err(e) => Err(Error::usage(format!(
+                    "--chat-template-kwargs: '{shown}{more}' is not valid JSON ({e}); pass a JSON object, e.g. '{{\"enable_thinking\":false}}'"
+                ))),
             }
-            _ => Err(Error::usage(format!(
-                "--chat-template-kwargs: '{v}' is not a JSON object; pass e.g. '{{\"enable_thinking\":false}}'"
-            ))),
         },
     },
     Flag {
@@ -1074,6 +1081,7 @@ impl Raw {
         if let Some(api) = self.api {
             cfg.api = api;
         }
+        let chat_flags = self.chat_template.is_some() || self.chat_kwargs.is_some();
         cfg.chat.template = self.chat_template;
         cfg.chat.kwargs = self.chat_kwargs.unwrap_or_default();
         if let Some(t) = self.text {
@@ -1104,7 +1112,7 @@ impl Raw {
                 ));
             }
         }
-        if cfg.api != Api::Chat && (cfg.chat.template.is_some() || !cfg.chat.kwargs.is_empty()) {
+        if cfg.api != Api::Chat && chat_flags {
             return Err(Error::usage(
                 "--chat-template and --chat-template-kwargs apply to chat requests; pass --api chat",
             ));

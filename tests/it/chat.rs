@@ -260,6 +260,11 @@ fn chat_flags_are_checked_before_anything_is_sent() {
             vec!["--api", "chat", "--chat-template-kwargs", "[1]"],
             "is not a JSON object",
         ),
+        (vec!["--chat-template-kwargs", "{}"], "pass --api chat"),
+        (
+            vec!["--api", "chat", "--chat-template-kwargs", "{\"a\":"],
+            "is not valid JSON",
+        ),
         (
             vec!["--api", "chat", "--chat-template", "/nonexistent/t.jinja"],
             "cannot read it",
