@@ -61,9 +61,7 @@ fn main() {
         0,
         &workload.traces[0],
         1,
-        &mut |t| Some(tok.count(t)),
-    )
-    .unwrap();
+    );
     black_box(&segments);
     println!(
         "start to first request text, 8192 templates: {:.1} ms ({} templates, first trace {} segments)",

@@ -419,7 +419,7 @@ pub fn prepare(cfg: &Config, stop: &Stop) -> Result<Prepared> {
     // a run refused before its clock starts leaves an old log as it was.
     let event_log = outputs.event_log()?;
     let tok = Arc::new(probe.tokenizer);
-    let content = Content::new(&cfg.text, tok.clone(), corpus);
+    let content = Content::new(&cfg.text, &tok, &synth, corpus);
     let mut run_config = RunConfig::new(
         cfg,
         &endpoint,

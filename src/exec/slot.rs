@@ -156,31 +156,6 @@ struct Attempt {
     body_fnv1a: Option<u64>,
 }
 
-/// Count one text on the tokenizer's threads: `None` when the run stopped,
-/// or when the tokenizer panicked (its message then left in `broken`).
-fn text_counter<'a>(
-    ctx: &'a SlotContext,
-    counter: &'a Counter,
-    broken: &'a std::cell::RefCell<Option<String>>,
-) -> impl FnMut(&str) -> Option<usize> + 'a {
-    move |text: &str| match counter.count(vec![text.to_string()], ctx.stop) {
-        Ok(counted) => counted?.1.first().copied(),
-        Err(e) => {
-            *broken.borrow_mut() = Some(e);
-            None
-        }
-    }
-}
-
-/// A trace whose text could not be made: failed when the tokenizer broke
-/// (`broken`), else (the run stopped) never started.
-fn unmade(ctx: &SlotContext, job: Job, slot: usize, broken: Option<String>, began: &mut bool) {
-    if let Some(e) = broken {
-        *began = true;
-        ctx.failed_unstarted(job, slot, format!("cannot make the trace's text: {e}"));
-    }
-}
-
 /// How a trace whose request failed for good ends.
 fn failed(f: Failure) -> TraceEnd {
     if f.kind == FailureKind::Cancelled {
@@ -211,9 +186,7 @@ pub fn run_slot(slot: usize, ctx: &SlotContext, jobs: &Receiver<Job>) {
                 hook(job.seq);
             }
             match ctx.embed {
-                Some(e) => {
-                    run_embedding(slot, ctx, &client, &counter, job, e, &mut warm, &mut began)
-                }
+                Some(e) => run_embedding(slot, ctx, &client, job, e, &mut warm, &mut began),
                 None => run_trace(slot, ctx, &client, &counter, job, &mut warm, &mut began),
             }
         }));
@@ -411,8 +384,7 @@ impl ContextCount {
 
 /// The synthetic segments of a trace: its first prompt (`less` tokens
 /// short: the server's BOS on a completion prompt) and each tool output,
-/// saying what `content` says (`count` counts what is not words; `None`
-/// when it gave up: the run stopped).
+/// saying what `content` says.
 pub fn synthesize(
     synth: &Synth,
     content: &Content,
@@ -420,15 +392,14 @@ pub fn synthesize(
     seq: u64,
     t: &Trace,
     less: u64,
-    count: &mut dyn FnMut(&str) -> Option<usize>,
-) -> Option<Vec<(String, u64)>> {
+) -> Vec<(String, u64)> {
     let first = (t.input_prompt_length as u64).saturating_sub(less);
     std::iter::once(first)
         .chain(t.tool_call_output_length.iter().map(|&n| n as u64))
         .enumerate()
         .map(|(k, n)| {
             let key = segment_key(seed, seq, k as u32);
-            Some((content.segment(synth, key, n as usize, count)?, n))
+            (content.segment(synth, key, n as usize), n)
         })
         .collect()
 }
@@ -602,34 +573,15 @@ fn run_trace(
     let t = &ctx.workload.traces[job.template];
     // A chat prompt's BOS is the template's (counted in the rendering).
     let less = if ctx.chat.is_some() { 0 } else { SERVER_BOS };
-    // What is not words is counted on the tokenizer's threads (a panic of
-    // the tokenizer fails the trace; a stop ends it unstarted).
-    let broken = std::cell::RefCell::new(None);
-    let mut count = text_counter(ctx, counter, &broken);
-    let made = synthesize(
-        ctx.synth,
-        ctx.content,
-        ctx.seed,
-        job.seq,
-        t,
-        less,
-        &mut count,
-    )
-    .and_then(|segments| {
-        let Some(p) = ctx.prefixes else {
-            return Some((segments, None));
-        };
+    let segments = synthesize(ctx.synth, ctx.content, ctx.seed, job.seq, t, less);
+    let prefix = ctx.prefixes.map(|p| {
         let group = p.group(ctx.seed, job.seq);
         let key = prefix_key(ctx.seed, group);
         let text = p.text(group, || {
-            ctx.content
-                .segment(ctx.synth, key, p.tokens as usize, &mut count)
-        })?;
-        Some((segments, Some((group, (text.to_string(), p.tokens)))))
+            ctx.content.segment(ctx.synth, key, p.tokens as usize)
+        });
+        (group, (text.to_string(), p.tokens))
     });
-    let Some((segments, prefix)) = made else {
-        return unmade(ctx, job, slot, broken.take(), began);
-    };
     let first_role = if prefix.is_some() { "system" } else { "user" };
     let mut body = match ctx.chat {
         None => Body::new(&ctx.model_json, client.streaming()),
@@ -814,7 +766,6 @@ fn run_embedding(
     slot: usize,
     ctx: &SlotContext,
     client: &Client,
-    counter: &Counter,
     job: Job,
     embed: EmbedJob,
     warm: &mut bool,
@@ -823,18 +774,12 @@ fn run_embedding(
     let t = &ctx.workload.traces[job.template];
     let tokens = embed.tokens.unwrap_or(t.input_prompt_length) as u64;
     let content = tokens.saturating_sub(embed.added);
-    let broken = std::cell::RefCell::new(None);
-    let mut count = text_counter(ctx, counter, &broken);
-    let inputs: Option<Vec<String>> = (0..embed.batch)
+    let inputs: Vec<String> = (0..embed.batch)
         .map(|k| {
             let key = segment_key(ctx.seed, job.seq, k);
-            ctx.content
-                .segment(ctx.synth, key, content as usize, &mut count)
+            ctx.content.segment(ctx.synth, key, content as usize)
         })
         .collect();
-    let Some(inputs) = inputs else {
-        return unmade(ctx, job, slot, broken.take(), began);
-    };
     let body = embeddings_body(&ctx.model_json, &inputs);
     drop(inputs);
     let expected_prompt_tokens = embed.batch as u64 * (content + embed.added);

@@ -5,25 +5,26 @@
 //! user chooses it; every mode is exact to the token and a pure function of
 //! the segment's key.
 //!
-//! Exactness for text that does not split into one-token words: a segment
-//! of n tokens is framed by two synthetic words on each side,
+//! Exactness for text that does not split into one-token words, without
+//! counting anything while a run makes its traces: the mode's text (a
+//! corpus, or 65,536 random vocabulary tokens decoded) is a [`Pool`], cut
+//! once at load wherever a space comes before a letter (byte-level BPE
+//! pre-tokenizers always split there) and each chunk's tokens counted in
+//! the text's own context; a cut that a token crosses is dropped, and the
+//! cutting is proven on windows before it is used. A segment of n tokens is
 //!
 //! ```text
-//! " a b" + middle + " c d"
+//! " a b" + chunks + words + " c d"
 //! ```
 //!
-//! so that what comes before it in a context cannot merge with it (a word
-//! after anything splits: proven for the tokenizer by [`Synth`]; what
-//! follows is counted together with the last word, as after any segment),
-//! and so that the chat counting finds its interior
-//! ([`crate::text::conversation`]). The middle is sized to make
-//! the whole exactly n tokens in a few counts; when no length hits n (a
-//! merge jumps over it), the longest middle below n is padded with words,
-//! each exactly one token more; should even that miss, the segment is
-//! words. Never best effort.
+//! two synthetic words on each side (so that nothing before it can merge
+//! with it, and the chat counting finds its interior,
+//! [`crate::text::conversation`]), as many chunks from a start drawn by its
+//! key as fit, and words for what they leave, each exactly one token. A
+//! text that cannot be cut exactly for the tokenizer sends words instead,
+//! with a warning. Never best effort.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::text::prompt::{Rng, Synth};
@@ -79,129 +80,171 @@ const MIN_CORPUS_BYTES: usize = 1024;
 /// Tokens of the frame around a middle (two words on each side).
 const FRAME: usize = 4;
 
-/// Counts tried to size a middle before padding it with words.
-const TRIES: usize = 8;
-
 /// What segments say, and what makes them.
 pub enum Content {
     /// One-token words.
     Words,
-    /// Random tokens of the vocabulary (added tokens left out), decoded.
-    RandomTokens {
-        /// The tokenizer that decodes them.
-        tokenizer: Arc<Tokenizer>,
-        /// The ids drawn from.
-        ids: Vec<u32>,
-    },
-    /// Windows of a text.
-    Corpus {
-        /// The text (whitespace runs kept).
-        text: String,
-    },
+    /// Windows of a pool of text cut into chunks of known token counts:
+    /// random vocabulary tokens decoded, or a corpus.
+    Pool(Pool),
 }
+
+/// A text cut where its tokenizer always splits (before a space and a
+/// letter), each chunk's tokens counted once, in the text's own context:
+/// any run of chunks is exactly the sum of their tokens, wherever it is
+/// put after a word.
+pub struct Pool {
+    text: String,
+    /// Chunk i is `text[starts[i]..starts[i + 1]]` (the last ends the text).
+    starts: Vec<usize>,
+    tokens: Vec<u32>,
+}
+
+impl Pool {
+    /// `text` cut into chunks counted by `tok`; `None` when it has no
+    /// place to cut, or when a run of its chunks does not count as their
+    /// sum (a tokenizer that merges across a space and a letter).
+    pub fn new(text: &str, tok: &Tokenizer, synth: &Synth) -> Option<Pool> {
+        // Where a space comes before a letter.
+        let cuts = |text: &str| -> Vec<usize> {
+            (0..text.len().saturating_sub(1))
+                .filter(|&i| {
+                    text.as_bytes()[i] == b' '
+                        && text[i + 1..]
+                            .chars()
+                            .next()
+                            .is_some_and(char::is_alphabetic)
+                })
+                .collect()
+        };
+        let first = *cuts(text).first()?;
+        let text = &text[first..];
+        let mut starts = cuts(text);
+        // Tokens that cross a cut (the tokenizer merged there): no cut.
+        let offsets = tok.token_offsets(text);
+        let mut crossed = vec![false; starts.len()];
+        for &(s, e) in &offsets {
+            let at = starts.partition_point(|&c| c <= s);
+            if at < starts.len() && e > starts[at] {
+                crossed[at] = true;
+            }
+        }
+        let mut kept = crossed.iter().map(|c| !c);
+        starts.retain(|_| kept.next().unwrap_or(false));
+        if starts.first() != Some(&0) {
+            return None;
+        }
+        let mut tokens = vec![0u32; starts.len()];
+        for &(s, _) in &offsets {
+            let at = starts.partition_point(|&c| c <= s);
+            if at > 0 {
+                tokens[at - 1] += 1;
+            }
+        }
+        let pool = Pool {
+            text: text.to_string(),
+            starts,
+            tokens,
+        };
+        // Proven on windows behind a word, as segments put them.
+        for key in 0..32u64 {
+            let mut out = String::new();
+            let n = pool.window(key, 1 + (key as usize * 37) % 400, &mut out);
+            let framed = format!("{}{out}", synth.word(0));
+            if tok.count(&framed) != 1 + n {
+                return None;
+            }
+        }
+        Some(pool)
+    }
+
+    fn chunk(&self, i: usize) -> &str {
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.text.len());
+        &self.text[self.starts[i]..end]
+    }
+
+    /// Append chunks from a start drawn with `key`, wrapping around, as
+    /// many as fit in `tokens`; how many tokens they are.
+    fn window(&self, key: u64, tokens: usize, out: &mut String) -> usize {
+        let mut i = Rng::new(key ^ 0x706f_6f6c).below(self.starts.len());
+        let mut got = 0;
+        while got + self.tokens[i] as usize <= tokens {
+            out.push_str(self.chunk(i));
+            got += self.tokens[i] as usize;
+            i = (i + 1) % self.starts.len();
+            if self.tokens[i] == 0 {
+                break;
+            }
+        }
+        got
+    }
+}
+
+/// Tokens drawn for the random-token pool.
+const RANDOM_POOL_TOKENS: usize = 65_536;
 
 impl Content {
     /// The content of `mode` for `tokenizer`; `corpus` is what
-    /// [`read_corpus`] read for it, before anything was sent.
-    pub fn new(mode: &TextMode, tokenizer: Arc<Tokenizer>, corpus: Option<String>) -> Content {
-        match mode {
-            TextMode::Words => Content::Words,
+    /// [`read_corpus`] read for it, before anything was sent. A pool that
+    /// cannot be cut exactly for this tokenizer falls back to words, with
+    /// a warning.
+    pub fn new(
+        mode: &TextMode,
+        tokenizer: &Tokenizer,
+        synth: &Synth,
+        corpus: Option<String>,
+    ) -> Content {
+        let text = match mode {
+            TextMode::Words => return Content::Words,
             TextMode::RandomTokens => {
                 let added = tokenizer.added_ids();
                 let ids: Vec<u32> = (0..tokenizer.vocab_size())
                     .filter(|id| !added.contains(id))
                     .collect();
-                Content::RandomTokens { tokenizer, ids }
+                if ids.is_empty() {
+                    String::new()
+                } else {
+                    let mut rng = Rng::new(0x7261_6e64_6f6d);
+                    let drawn: Vec<u32> = (0..RANDOM_POOL_TOKENS)
+                        .map(|_| ids[rng.below(ids.len())])
+                        .collect();
+                    tokenizer.decode(&drawn)
+                }
             }
-            TextMode::Corpus(_) => Content::Corpus {
-                text: corpus.unwrap_or_else(|| BUNDLED_CORPUS.to_string()),
-            },
+            TextMode::Corpus(_) => corpus.unwrap_or_else(|| BUNDLED_CORPUS.to_string()),
+        };
+        match Pool::new(&text, tokenizer, synth) {
+            Some(pool) => Content::Pool(pool),
+            None => {
+                log::warn!(
+                    "--text {}: its text cannot be cut into exact pieces for tokenizer {} (no space before a letter, or merges across one); sending words",
+                    mode.name(),
+                    tokenizer.source
+                );
+                Content::Words
+            }
         }
     }
 
-    /// `n` tokens of text for `key`, counted with `count` (`None` when a
-    /// count was given up: the run stopped). Exactly `n` tokens.
-    pub fn segment(
-        &self,
-        synth: &Synth,
-        key: u64,
-        n: usize,
-        count: &mut dyn FnMut(&str) -> Option<usize>,
-    ) -> Option<String> {
-        let nothing_to_draw = matches!(self, Content::RandomTokens { ids, .. } if ids.is_empty());
-        if matches!(self, Content::Words) || nothing_to_draw || n <= FRAME {
-            return Some(synth.text(key, n));
-        }
+    /// `n` tokens of text for `key`: exactly `n`, a pure function of `key`.
+    pub fn segment(&self, synth: &Synth, key: u64, n: usize) -> String {
+        let pool = match self {
+            Content::Pool(pool) if n > FRAME => pool,
+            _ => return synth.text(key, n),
+        };
         let mut rng = Rng::new(key);
-        let mut word = || synth.word(rng.below(synth.len())).to_string();
-        let (head, tail) = (word() + &word(), word() + &word());
-        let frame = |middle: &str| format!("{head}{middle}{tail}");
+        let mut word = || synth.word(rng.below(synth.len()));
+        let mut text = String::with_capacity(n * 6);
+        text.push_str(word());
+        text.push_str(word());
+        let tail = [word(), word()];
         let want = n - FRAME;
-        // The best middle so far whose frame is at most n tokens.
-        let mut below: Option<(String, usize)> = None;
-        let mut size = want;
-        for _ in 0..TRIES {
-            let middle = self.middle(key, size);
-            let got = count(&frame(&middle))?;
-            if got == n {
-                return Some(frame(&middle));
-            }
-            if got < n && below.as_ref().is_none_or(|(_, b)| got > *b) {
-                below = Some((middle, got));
-            }
-            // Each token more or less in the frame is about one in the middle.
-            size = (size as i64 + n as i64 - got as i64).max(0) as usize;
-        }
-        // Pad the best middle below n with words: each is exactly one token.
-        let (middle, got) = below.unwrap_or_else(|| (String::new(), FRAME));
-        let mut padded = middle;
-        synth.write(key ^ 0x7061_6464, n - got, &mut padded);
-        let text = frame(&padded);
-        if count(&text)? == n {
-            return Some(text);
-        }
-        Some(synth.text(key, n))
-    }
-
-    /// About `tokens` tokens of the mode's text for `key` (the same prefix
-    /// for every size, so sizing converges).
-    fn middle(&self, key: u64, tokens: usize) -> String {
-        match self {
-            Content::Words => String::new(),
-            Content::RandomTokens { tokenizer, ids } => {
-                let mut rng = Rng::new(key ^ 0x7261_6e64);
-                let drawn: Vec<u32> = (0..tokens).map(|_| ids[rng.below(ids.len())]).collect();
-                tokenizer.decode(&drawn)
-            }
-            Content::Corpus { text } => {
-                // A window from a word start, wrapping around; natural
-                // text is about four bytes per token, trimmed on a char
-                // boundary.
-                let mut start = Rng::new(key ^ 0x636f_7270).below(text.len());
-                while !text.is_char_boundary(start) {
-                    start -= 1;
-                }
-                // From the next word when there is one, else from here.
-                let start = text[start..].find(' ').map_or(start, |i| start + i);
-                let bytes = tokens * 4;
-                let mut out = String::with_capacity(bytes + 4);
-                let mut at = start;
-                while out.len() < bytes {
-                    let take = (bytes - out.len()).min(text.len() - at);
-                    let mut end = at + take;
-                    while !text.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    if end == at {
-                        // A character wider than what is left to take.
-                        break;
-                    }
-                    out.push_str(&text[at..end]);
-                    at = if end >= text.len() { 0 } else { end };
-                }
-                out
-            }
-        }
+        let got = pool.window(key, want, &mut text);
+        // What the chunks leave: words, each exactly one token.
+        synth.write(key ^ 0x7061_6464, want - got, &mut text);
+        text.push_str(tail[0]);
+        text.push_str(tail[1]);
+        text
     }
 }
 
@@ -235,8 +278,8 @@ fn corpus_file(path: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
-    fn tok() -> Arc<Tokenizer> {
-        Arc::new(Tokenizer::from_bytes(crate::sim::BUNDLED_TOKENIZER, "bundled").unwrap())
+    fn tok() -> Tokenizer {
+        Tokenizer::from_bytes(crate::sim::BUNDLED_TOKENIZER, "bundled").unwrap()
     }
 
     #[test]
@@ -248,23 +291,19 @@ mod tests {
             TextMode::RandomTokens,
             TextMode::Corpus(None),
         ] {
-            let content = Content::new(&mode, tok.clone(), None);
-            let mut counts = 0;
-            let mut count = |t: &str| {
-                counts += 1;
-                Some(tok.count(t))
-            };
+            let content = Content::new(&mode, &tok, &synth, None);
+            assert_eq!(matches!(content, Content::Pool(_)), mode != TextMode::Words);
             for (key, n) in
-                (0..40u64).map(|k| (k, [0, 1, 4, 5, 6, 17, 100, 1000, 5000][k as usize % 9]))
+                (0..40u64).map(|k| (k, [0, 1, 4, 5, 6, 17, 100, 1000, 60_000][k as usize % 9]))
             {
-                let text = content.segment(&synth, key, n, &mut count).unwrap();
+                let text = content.segment(&synth, key, n);
                 assert_eq!(tok.count(&text), n, "{mode:?} key {key} n {n}");
-                assert_eq!(content.segment(&synth, key, n, &mut count).unwrap(), text);
+                assert_eq!(content.segment(&synth, key, n), text);
             }
             // Behind anything, and behind each other, still additive:
             // framed by words.
-            let a = content.segment(&synth, 99, 300, &mut count).unwrap();
-            let b = content.segment(&synth, 98, 200, &mut count).unwrap();
+            let a = content.segment(&synth, 99, 300);
+            let b = content.segment(&synth, 98, 200);
             for glue in ["", "x", "é.", " \n", "12", "Hello"] {
                 let whole = format!("{glue}{a}{b}");
                 assert_eq!(
@@ -273,10 +312,6 @@ mod tests {
                     "{mode:?} glue {glue:?}"
                 );
             }
-            if mode != TextMode::Words {
-                // A handful of counts per segment, not a search.
-                assert!(counts < 40 * 2 * 5 + 60, "{mode:?}: {counts} counts");
-            }
         }
     }
 
@@ -284,34 +319,29 @@ mod tests {
     fn a_corpus_of_any_script_or_without_spaces_is_cut_on_character_boundaries() {
         let tok = tok();
         let synth = Synth::new(&tok).unwrap();
-        let mut count = |t: &str| Some(tok.count(t));
-        for text in [
-            "é中文🙂 ça va? 日本語のテキスト。".repeat(200),
-            "漢字ばかりで空白のない文章".repeat(300),
-        ] {
-            let content = Content::Corpus { text };
-            for key in 0..50 {
-                let s = content.segment(&synth, key, 60, &mut count).unwrap();
-                assert_eq!(tok.count(&s), 60, "key {key}");
-            }
+        let spaced = "é中文🙂 ça va? 日本語のテキスト。 Ünïcode wörds ".repeat(200);
+        let content = Content::new(&TextMode::Corpus(None), &tok, &synth, Some(spaced));
+        assert!(matches!(content, Content::Pool(_)));
+        for key in 0..50 {
+            let s = content.segment(&synth, key, 60);
+            assert_eq!(tok.count(&s), 60, "key {key}");
         }
+        // No place to cut: words, not a failure.
+        let unspaced = "漢字ばかりで空白のない文章".repeat(300);
+        let content = Content::new(&TextMode::Corpus(None), &tok, &synth, Some(unspaced));
+        assert!(matches!(content, Content::Words));
     }
 
     #[test]
     fn the_modes_say_different_things() {
         let tok = tok();
         let synth = Synth::new(&tok).unwrap();
-        let mut count = |t: &str| Some(tok.count(t));
-        let say = |mode: TextMode, count: &mut dyn FnMut(&str) -> Option<usize>| {
-            Content::new(&mode, tok.clone(), None)
-                .segment(&synth, 3, 200, count)
-                .unwrap()
-        };
-        let words = say(TextMode::Words, &mut count);
-        let random = say(TextMode::RandomTokens, &mut count);
-        let corpus = say(TextMode::Corpus(None), &mut count);
+        let say = |mode: TextMode| Content::new(&mode, &tok, &synth, None).segment(&synth, 3, 200);
+        let words = say(TextMode::Words);
+        let random = say(TextMode::RandomTokens);
+        let corpus = say(TextMode::Corpus(None));
         assert!(words.bytes().all(|b| b == b' ' || b.is_ascii_lowercase()));
-        assert_ne!(random, words);
+        assert!(!random.bytes().all(|b| b == b' ' || b.is_ascii_lowercase()));
         // Natural text: capitals and punctuation of the novel.
         assert!(
             corpus.contains(|c: char| c.is_ascii_uppercase()),

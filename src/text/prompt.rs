@@ -109,23 +109,18 @@ impl Prefixes {
     }
 
     /// The text of `group`'s prefix: kept from an earlier trace, or made by
-    /// `make` (and kept while the cache has room); `None` when `make` gave
-    /// up.
-    pub fn text(
-        &self,
-        group: u32,
-        make: impl FnOnce() -> Option<String>,
-    ) -> Option<std::sync::Arc<String>> {
+    /// `make` (and kept while the cache has room).
+    pub fn text(&self, group: u32, make: impl FnOnce() -> String) -> std::sync::Arc<String> {
         if let Some(t) = self.made.lock().0.get(&group) {
-            return Some(t.clone());
+            return t.clone();
         }
-        let text = std::sync::Arc::new(make()?);
+        let text = std::sync::Arc::new(make());
         let mut made = self.made.lock();
         if made.1 + text.len() <= PREFIX_CACHE_BYTES {
             made.1 += text.len();
             made.0.insert(group, text.clone());
         }
-        Some(text)
+        text
     }
 
     /// The group of trace `seq`: its sequence number modulo the groups,

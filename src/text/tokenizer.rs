@@ -144,6 +144,14 @@ impl Tokenizer {
         self.inner.decode(ids, false).unwrap_or_default()
     }
 
+    /// The byte offsets (start, end) of each token of `text`.
+    pub fn token_offsets(&self, text: &str) -> Vec<(usize, usize)> {
+        match self.inner.encode(text, false) {
+            Ok(enc) => enc.get_offsets().to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Ids of the added tokens (special or not).
     pub fn added_ids(&self) -> Vec<u32> {
         self.inner.get_added_tokens_decoder().into_keys().collect()

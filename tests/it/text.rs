@@ -151,3 +151,25 @@ fn bad_text_modes_and_corpora_are_refused_before_anything_is_sent() {
             .starts_with("Some natural")
     );
 }
+
+#[test]
+fn the_text_pools_cut_exactly_for_a_production_tokenizer_too() {
+    let path = std::path::Path::new("../shared/real-server/deepseek-v4/tokenizer.json");
+    let Ok(tok) = Tokenizer::from_file(path) else {
+        eprintln!("skipped: no DeepSeek-V4 tokenizer in ../shared/real-server");
+        return;
+    };
+    let synth = trie::text::prompt::Synth::new(&tok).unwrap();
+    for mode in [TextMode::RandomTokens, TextMode::Corpus(None)] {
+        let content = trie::text::content::Content::new(&mode, &tok, &synth, None);
+        assert!(
+            matches!(content, trie::text::content::Content::Pool(_)),
+            "{}",
+            mode.name()
+        );
+        for (key, n) in [(1u64, 5usize), (2, 77), (3, 1000), (4, 20_000)] {
+            let text = content.segment(&synth, key, n);
+            assert_eq!(tok.count(&text), n, "{} key {key}", mode.name());
+        }
+    }
+}
