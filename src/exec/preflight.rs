@@ -348,23 +348,27 @@ pub fn probe_chat(
     let added = tok.plain_added_token();
     let plain = added.as_ref().and_then(|_| tok.with_added_tokens_as_text());
     let words = |k: u32, n: usize| synth.text(segment_key(seed, u64::MAX, k), n);
-    let mut user = words(0, PROBE_PROMPT_TOKENS as usize);
-    if let (Some(added), Some(_)) = (&added, &plain) {
-        user.push_str(added);
-    }
     let answer = words(1, PROBE_MAX_TOKENS as usize);
-    let short = vec![Message::new("user", &user)];
-    let mut long = short.clone();
-    long.push(Message::new("assistant", &answer));
-    long.push(Message::new("user", &user));
-    // With a shared prefix, a system message before the user's.
     let system = words(2, PROBE_PROMPT_TOKENS as usize);
-    let mut conversations = vec![short, long];
-    if with_system {
-        let mut c = vec![Message::new("system", &system)];
-        c.extend(conversations[0].clone());
-        conversations.push(c);
-    }
+    // A user message alone; with an answer and another user message; with
+    // a shared prefix, a system message before the user's.
+    let shaped = |user: &str| -> Vec<Vec<Message>> {
+        let short = vec![Message::new("user", user)];
+        let mut long = short.clone();
+        long.push(Message::new("assistant", &answer));
+        long.push(Message::new("user", user));
+        let mut all = vec![short.clone(), long];
+        if with_system {
+            all.push([vec![Message::new("system", &system)], short].concat());
+        }
+        all
+    };
+    let user_words = words(0, PROBE_PROMPT_TOKENS as usize);
+    let user = match (&added, &plain) {
+        (Some(added), Some(_)) => format!("{user_words}{added}"),
+        _ => user_words.clone(),
+    };
+    let conversations = shaped(&user);
     // Each conversation sent; the server's prompt count of it.
     let send = |conversation: &[Message]| -> Result<Reply> {
         let mut body = Body::chat(
@@ -483,20 +487,7 @@ pub fn probe_chat(
             // Calibrated on conversations of words alone: the probes'
             // added token (which the run's messages do not carry) may be
             // one token or several to this server.
-            let words_only: Vec<Vec<Message>> = conversations
-                .iter()
-                .map(|c| {
-                    c.iter()
-                        .map(|m| {
-                            Message::new(
-                                &m.role,
-                                m.content
-                                    .trim_end_matches(added.as_deref().unwrap_or("\u{0}")),
-                            )
-                        })
-                        .collect()
-                })
-                .collect();
+            let words_only = shaped(&user_words);
             let counted: Vec<Option<u64>> = if words_only == conversations {
                 served.clone()
             } else {

@@ -16,7 +16,10 @@ use crate::record::event::{Event, FailedAttempt, Next, RequestRecord, TraceEnd, 
 use crate::record::metrics;
 use crate::stop::Stop;
 use crate::text::content::Content;
-use crate::text::conversation::{Conversation, Counting, Plan};
+use std::collections::BTreeMap;
+
+use crate::text::chat::ChatTemplate;
+use crate::text::conversation::{Calibration, Conversation, Counting, Plan};
 use crate::text::prompt::{Prefixes, Synth, prefix_key, segment_key};
 use crate::text::tokenizer::{Counter, Workers};
 
@@ -114,8 +117,13 @@ impl SlotContext<'_> {
     /// make or count its text).
     fn failed_unstarted(&self, job: Job, slot: usize, message: String) {
         self.started(job, slot, false);
+        self.failed_internal(job.seq, message);
+    }
+
+    /// End trace `seq` as failed by trie itself (`internal`).
+    fn failed_internal(&self, seq: u64, message: String) {
         let kind = FailureKind::Internal;
-        self.trace_ended(job.seq, TraceEnd::Failed { kind, message });
+        self.trace_ended(seq, TraceEnd::Failed { kind, message });
     }
 
     /// Report failed attempt `n` of a request, sent at `sent`.
@@ -414,22 +422,28 @@ pub struct ChatRequests {
 }
 
 /// A trace's context and the exact count of its next prompt: the
-/// completion prompt's ([`ContextCount`]) or the chat conversation's
-/// ([`Conversation`]). Growing it is two steps around the tokenizer's
-/// threads: [`Context::grow`] gives the texts to count, [`Context::settle`]
-/// takes their counts.
+/// completion prompt's ([`ContextCount`]), the chat conversation's as
+/// trie renders it ([`Conversation`]), or a calibrated chat count. Growing
+/// it is two steps around the tokenizer's threads: [`Context::grow`] gives
+/// the texts to count, [`Context::settle`] takes their counts.
 enum Context<'c> {
     Prompt {
         count: ContextCount,
         /// The tool output to append once the reply's tail is counted.
         pending: Option<(String, u64)>,
     },
-    Chat {
+    Rendered {
         conv: Conversation,
-        chat: &'c ChatRequests,
+        template: &'c ChatTemplate,
+        extra: &'c BTreeMap<String, serde_json::Value>,
+        /// Tokens the server adds to the rendering.
+        bos: u64,
+        /// The rendering whose new pieces are being counted.
         plan: Option<Plan>,
-        /// Calibrated counting: content tokens (each message alone) and
-        /// replies so far.
+    },
+    Calibrated {
+        calibration: Calibration,
+        /// Content tokens (each message counted alone) and replies so far.
         content: u64,
         turns: i64,
         system: bool,
@@ -444,7 +458,7 @@ impl<'c> Context<'c> {
         prefix: Option<&(String, u64)>,
         first: &(String, u64),
     ) -> Context<'c> {
-        match chat {
+        match chat.map(|c| &c.counting) {
             None => {
                 let mut count = ContextCount::default();
                 for (text, n) in prefix.into_iter().chain([first]) {
@@ -455,50 +469,51 @@ impl<'c> Context<'c> {
                     pending: None,
                 }
             }
-            Some(chat) => {
+            Some(Counting::Template {
+                template,
+                extra,
+                bos,
+            }) => {
                 let mut conv = Conversation::new();
                 if let Some((text, n)) = prefix {
                     conv.push_synthetic("system", text, *n);
                 }
                 conv.push_synthetic("user", &first.0, first.1);
-                Context::Chat {
+                Context::Rendered {
                     conv,
-                    chat,
+                    template,
+                    extra,
+                    bos: *bos,
                     plan: None,
-                    content: first.1 + prefix.map_or(0, |p| p.1),
-                    turns: 0,
-                    system: prefix.is_some(),
                 }
             }
+            Some(Counting::Calibrated(calibration)) => Context::Calibrated {
+                calibration: *calibration,
+                content: first.1 + prefix.map_or(0, |p| p.1),
+                turns: 0,
+                system: prefix.is_some(),
+            },
         }
     }
 
-    /// The texts to count for the first prompt.
-    fn begin(&mut self) -> Result<Vec<String>, String> {
-        match self {
-            Context::Prompt { .. } => Ok(Vec::new()),
-            Context::Chat { .. } => self.plan(),
-        }
-    }
-
+    /// The texts to count for the prompt as it is: a rendering's pieces
+    /// not counted yet (nothing for the others, whose first prompt is
+    /// known).
     fn plan(&mut self) -> Result<Vec<String>, String> {
-        let Context::Chat {
-            conv, chat, plan, ..
+        let Context::Rendered {
+            conv,
+            template,
+            extra,
+            plan,
+            ..
         } = self
         else {
             return Ok(Vec::new());
         };
-        match &chat.counting {
-            Counting::Template {
-                template, extra, ..
-            } => {
-                let p = conv.plan(template, extra)?;
-                let texts = p.to_count();
-                *plan = Some(p);
-                Ok(texts)
-            }
-            Counting::Calibrated(_) => Ok(Vec::new()),
-        }
+        let p = conv.plan(template, extra)?;
+        let texts = p.to_count();
+        *plan = Some(p);
+        Ok(texts)
     }
 
     /// Append `reply` and the tool's output `tool`; the texts to count.
@@ -508,26 +523,20 @@ impl<'c> Context<'c> {
                 *pending = Some(tool.clone());
                 Ok(vec![count.tail_with(reply)])
             }
-            Context::Chat {
-                conv,
-                chat,
-                content,
-                turns,
-                ..
-            } => {
-                if let Counting::Calibrated(_) = chat.counting {
-                    *content += tool.1;
-                    *turns += 1;
-                    return Ok(vec![reply.to_string()]);
-                }
+            Context::Rendered { conv, .. } => {
                 conv.push_text("assistant", reply);
                 conv.push_synthetic("user", &tool.0, tool.1);
                 self.plan()
             }
+            Context::Calibrated { content, turns, .. } => {
+                *content += tool.1;
+                *turns += 1;
+                Ok(vec![reply.to_string()])
+            }
         }
     }
 
-    /// The next prompt's tokens, given `texts` (from [`Context::begin`] or
+    /// The next prompt's tokens, given `texts` (from [`Context::plan`] or
     /// [`Context::grow`]) and their `counts`; `None` when they do not fit.
     fn settle(&mut self, mut texts: Vec<String>, counts: &[usize]) -> Option<u64> {
         match self {
@@ -538,24 +547,21 @@ impl<'c> Context<'c> {
                 }
                 Some(SERVER_BOS + count.tokens())
             }
-            Context::Chat {
-                conv,
-                chat,
-                plan,
+            Context::Rendered {
+                conv, bos, plan, ..
+            } => Some(*bos + conv.settle(plan.take()?, counts)?),
+            Context::Calibrated {
+                calibration: c,
                 content,
                 turns,
                 system,
-            } => match &chat.counting {
-                Counting::Template { bos, .. } => Some(bos + conv.settle(plan.take()?, counts)?),
-                Counting::Calibrated(c) => {
-                    if *turns > 0 {
-                        *content += *counts.first()? as u64;
-                    }
-                    let overhead =
-                        c.first + c.per_turn * *turns + if *system { c.system } else { 0 };
-                    Some((*content as i64 + overhead).max(0) as u64)
+            } => {
+                if *turns > 0 {
+                    *content += *counts.first()? as u64;
                 }
-            },
+                let overhead = c.first + c.per_turn * *turns + if *system { c.system } else { 0 };
+                Some((*content as i64 + overhead).max(0) as u64)
+            }
         }
     }
 }
@@ -603,7 +609,7 @@ fn run_trace(
     let mut context = Context::new(ctx.chat, prefix.as_ref().map(|p| &p.1), &segments[0]);
     let prefix_group = prefix.map(|p| p.0);
     // The first prompt is counted before the trace's clock starts.
-    let first = context.begin().and_then(|texts| {
+    let first = context.plan().and_then(|texts| {
         let (texts, counts) = counter
             .count(texts, ctx.stop)?
             .ok_or_else(|| "run stopped".to_string())?;
@@ -722,9 +728,7 @@ fn run_trace(
             prefix_group,
         }));
         if let Some(message) = broken {
-            let kind = FailureKind::Internal;
-            ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
-            return;
+            return ctx.failed_internal(job.seq, message);
         }
         if more {
             let Some((mut texts, counts, n_context)) = counted.filter(|_| !ctx.stop.is_set())
@@ -734,10 +738,8 @@ fn run_trace(
             };
             texts.truncate(n_context);
             let Some(next) = context.settle(texts, &counts[..n_context]) else {
-                let kind = FailureKind::Internal;
                 let message = "counts that do not fit the prompt".to_string();
-                ctx.trace_ended(job.seq, TraceEnd::Failed { kind, message });
-                return;
+                return ctx.failed_internal(job.seq, message);
             };
             expected_prompt_tokens = next;
             let tool = &segments[turn + 1];
